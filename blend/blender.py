@@ -1,0 +1,132 @@
+"""Blender: one preset's encoder and decoders, loaded lazily, with every input checked at the edge."""
+from __future__ import annotations
+
+import importlib
+from typing import Sequence
+
+import torch
+
+from . import ops
+from .encode import Encoder
+from .presets import get_preset
+
+# decoder `type` in a preset -> "module:Class"; each class has from_spec(spec, base_dir, device, dtype)
+IMAGE_DECODERS = {
+    "mini-unclip": "blend.decode_image:MiniUnCLIP",
+}
+TEXT_DECODERS = {
+    "prefix-inverter": "blend.decode_text:PrefixInverter",
+}
+# preset `gap` type -> "module:Class"; each has from_spec(spec, base_dir, blender), to_image(T), to_text(E)
+GAP_MAPS = {
+    "none": "blend.gap:NoGap",
+    "mean-shift": "blend.gap:MeanShift",
+}
+
+
+def _import(path: str):
+    module, cls = path.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def pick_device(device: str | torch.device = "auto") -> tuple[torch.device, torch.dtype]:
+    """`auto`: CUDA in fp16 where there is one, else CPU in fp32."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    return device, torch.float16 if device.type == "cuda" else torch.float32
+
+
+class Blender:
+    """Encode images and texts into one space, and decode embeddings back into images and sentences."""
+
+    def __init__(self, preset: dict, device: str | torch.device = "auto"):
+        self.preset = preset
+        self.name = preset["name"]
+        self.device, self.dtype = pick_device(device)
+        self.encoder = Encoder.from_spec(preset["encoder"], preset["_dir"], self.device, self.dtype)
+        self.embed_dim = self.encoder.embed_dim
+        self._image_decoder = None
+        self._text_decoder = None
+        gap = preset.get("gap", {"type": "none"})
+        if gap["type"] not in GAP_MAPS:
+            raise ValueError(f"preset {self.name!r}: unknown gap type {gap['type']!r}; known: {sorted(GAP_MAPS)}")
+        self.gap = _import(GAP_MAPS[gap["type"]]).from_spec(gap, preset["_dir"], self)
+
+    def __repr__(self):
+        return f"Blender({self.name!r}, dim={self.embed_dim}, device={self.device})"
+
+    # ------------------------------------------------------------------ decoders, loaded on first use
+    def _load_decoder(self, kind: str, registry: dict):
+        spec = self.preset[kind]
+        if spec["type"] not in registry:
+            raise ValueError(f"preset {self.name!r}: unknown {kind} type {spec['type']!r}; known: {sorted(registry)}")
+        dec = _import(registry[spec["type"]]).from_spec(spec, self.preset["_dir"], self.device, self.dtype)
+        dim = getattr(dec, "embed_dim", self.embed_dim)
+        if dim != self.embed_dim:
+            raise ValueError(f"preset {self.name!r}: {kind} reads {dim}-d embeddings, the encoder makes {self.embed_dim}-d")
+        return dec
+
+    @property
+    def image_decoder(self):
+        if self._image_decoder is None:
+            self._image_decoder = self._load_decoder("image_decoder", IMAGE_DECODERS)
+        return self._image_decoder
+
+    @property
+    def text_decoder(self):
+        if self._text_decoder is None:
+            self._text_decoder = self._load_decoder("text_decoder", TEXT_DECODERS)
+        return self._text_decoder
+
+    # ------------------------------------------------------------------ encode
+    def encode_images(self, images) -> torch.Tensor:
+        """Images (PIL, paths, bytes or uint8 arrays) -> (N, D) float32 unit embeddings."""
+        return self.encoder.encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str] | str, raw: bool = False) -> torch.Tensor:
+        """Texts -> (N, D) float32 unit embeddings in the blend space.
+
+        The blend space is the image-embedding space: text embeddings cross the modality gap through the
+        preset's gap map (identity where the decoders were trained on both modalities, as in shapes-mini),
+        so images and texts mix on equal terms and no decoder is fed raw text embeddings.
+        `raw=True` returns the CLIP text embeddings as they are.
+        """
+        t = self.encoder.encode_texts(texts)
+        return t if raw else self.gap.to_image(t)
+
+    # ------------------------------------------------------------------ decode
+    def check_embeddings(self, emb, name: str = "embeddings") -> torch.Tensor:
+        """(N, D) or (D,) finite, non-zero, of this model's dimension -> (N, D) unit float32."""
+        if not torch.is_tensor(emb):
+            try:
+                emb = torch.as_tensor(emb, dtype=torch.float32)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name} must be a tensor of shape (N, {self.embed_dim})") from e
+        if emb.ndim == 1:
+            emb = emb[None]
+        if emb.ndim != 2 or emb.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (N, {self.embed_dim}) or ({self.embed_dim},), got {tuple(emb.shape)}")
+        if emb.shape[1] != self.embed_dim:
+            raise ValueError(f"{name} are {emb.shape[1]}-d but {self.name} works in {self.embed_dim}-d: "
+                             f"they come from another model's space; encode them with this model")
+        return ops.normalize(ops._as_matrix(emb.float(), name))
+
+    def decode_images(self, emb, seed: int = 0, steps: int | None = None, **options):
+        """(N, D) or (D,) embeddings -> N PIL images. `seed` fixes the start noise, shared by every row."""
+        emb = self.check_embeddings(emb)
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+        if steps is not None and (int(steps) != steps or not 1 <= steps <= 200):
+            raise ValueError(f"steps must be a whole number from 1 to 200, got {steps!r}")
+        return self.image_decoder(emb, seed=int(seed), steps=steps, **options)
+
+    def decode_texts(self, emb) -> list[str]:
+        """(N, D) or (D,) embeddings -> N sentences."""
+        emb = self.gap.to_text(self.check_embeddings(emb))
+        return self.text_decoder.generate(emb.to(self.device))
+
+
+def load(name_or_path: str = "shapes-mini", device: str | torch.device = "auto") -> Blender:
+    """Load a preset by name (see `list_presets()`) or from a folder holding `preset.json`."""
+    return Blender(get_preset(name_or_path), device=device)

@@ -1,0 +1,180 @@
+"""Blend operations: plain, stateless functions on unit embeddings, (N, D) or (D,) float tensors."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+EPS = 1e-8
+
+
+def _as_matrix(embs, name: str = "embs") -> torch.Tensor:
+    """Accept a (K, D) tensor or a sequence of (D,) tensors; refuse NaN, inf and zero rows."""
+    if isinstance(embs, (list, tuple)):
+        if not embs:
+            raise ValueError(f"{name} is empty: give at least one embedding")
+        embs = torch.stack([torch.as_tensor(e, dtype=torch.float32).reshape(-1) for e in embs])
+    embs = torch.as_tensor(embs)
+    if embs.ndim == 1:
+        embs = embs[None]
+    if embs.ndim != 2 or embs.shape[0] == 0:
+        raise ValueError(f"{name} must be (K, D) with K >= 1, got shape {tuple(embs.shape)}")
+    embs = embs.float()
+    if not torch.isfinite(embs).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if (embs.norm(dim=-1) < EPS).any():
+        raise ValueError(f"{name} contains an all-zero embedding, which has no direction")
+    return embs
+
+
+def _as_weights(weights, k: int) -> torch.Tensor:
+    if weights is None:
+        return torch.full((k,), 1.0 / k)
+    try:
+        w = torch.as_tensor([float(x) for x in weights], dtype=torch.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"weights must be numbers, got {weights!r}") from e
+    if w.numel() != k:
+        raise ValueError(f"weights has {w.numel()} values but there are {k} embeddings: give one weight per term")
+    if not torch.isfinite(w).all():
+        raise ValueError(f"weights must be finite numbers, got {w.tolist()}")
+    if (w == 0).all():
+        raise ValueError("weights are all zero: at least one term needs a non-zero weight")
+    return w
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Project onto the unit sphere along the last dimension."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """Spherical linear interpolation along the great circle (Shoemake 1985), not the element-wise blend.
+
+    a, b: (..., D) (normalized first); t scalar or (...,) -> (..., D) unit vectors.
+    """
+    a, b = normalize(a.float()), normalize(b.float())
+    t = torch.as_tensor(t, dtype=a.dtype)
+    if t.ndim and t.shape[-1:] != (1,):
+        t = t[..., None]
+    dot = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    near = so.abs() < 1e-6  # (nearly) parallel: the arc is a line, lerp is exact enough
+    safe = torch.where(near, torch.ones_like(so), so)
+    out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
+    return normalize(torch.where(near, (1 - t) * a + t * b, out))
+
+
+def spherical_mean(embs: torch.Tensor, weights: torch.Tensor, iters: int = 50) -> torch.Tensor:
+    """Weighted Fréchet (Karcher) mean on the sphere (Buss & Fillmore 2001): slerp generalised to K points.
+
+    embs (K, D) unit, weights (K,) >= 0 -> (D,) unit.
+    """
+    w = weights / weights.sum()
+    q = normalize((w[:, None] * embs).sum(0))
+    for _ in range(iters):
+        cos = (embs @ q).clamp(-1.0, 1.0)  # (K,)
+        theta = torch.acos(cos)
+        sin = torch.sin(theta)
+        scale = torch.where(theta > 1e-7, theta / sin.clamp_min(1e-12), torch.ones_like(theta))
+        tangent = (w * scale)[:, None] * (embs - cos[:, None] * q)  # log map of each point at q
+        step = tangent.sum(0)
+        n = step.norm()
+        if n < 1e-9:
+            break
+        q = normalize(torch.cos(n) * q + torch.sin(n) * step / n)  # exp map back onto the sphere
+    return q
+
+
+def mix(embs, weights: Sequence[float] | None = None, method: str = "lerp") -> torch.Tensor:
+    """Weighted blend of K embeddings -> (D,) unit vector.
+
+    Args:
+        embs: (K, D) tensor or list of (D,) tensors.
+        weights: K numbers; None means equal weights. `lerp` allows negatives (arithmetic such as a - b + c).
+        method: "lerp" (normalized weighted sum) or "slerp" (weighted spherical mean; weights must be >= 0).
+    Returns:
+        (D,) float32 unit vector.
+    """
+    embs = _as_matrix(embs)
+    w = _as_weights(weights, embs.shape[0])
+    embs = normalize(embs)
+    if method == "lerp":
+        total = (w[:, None] * embs).sum(0)
+        if total.norm() < 1e-6:
+            raise ValueError("the weighted sum is the zero vector (the terms cancel out): change the weights")
+        return normalize(total)
+    if method == "slerp":
+        if (w < 0).any():
+            raise ValueError("slerp needs non-negative weights; use method='lerp' for arithmetic with negative weights")
+        if embs.shape[0] == 2:
+            return slerp(embs[0], embs[1], float(w[1] / w.sum()))
+        return spherical_mean(embs, w)
+    raise ValueError(f"method must be 'lerp' or 'slerp', got {method!r}")
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, n: int, method: str = "slerp") -> torch.Tensor:
+    """n evenly spaced points from a to b, both ends included -> (n, D) unit vectors."""
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be a whole number >= 2, got {n!r}")
+    a, b = _as_matrix(a, "a")[0], _as_matrix(b, "b")[0]
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same dimension, got {a.shape[-1]} and {b.shape[-1]}")
+    t = torch.linspace(0, 1, int(n))
+    if method == "slerp":
+        return slerp(a[None].expand(len(t), -1), b[None].expand(len(t), -1), t)
+    if method == "lerp":
+        return normalize((1 - t)[:, None] * normalize(a) + t[:, None] * normalize(b))
+    raise ValueError(f"method must be 'lerp' or 'slerp', got {method!r}")
+
+
+def direction(pos, neg) -> torch.Tensor:
+    """An attribute direction: mean of the positive examples minus mean of the negatives -> (D,).
+
+    Not normalized: strength 1 moves a point by the whole difference between the two concepts.
+    """
+    pos, neg = normalize(_as_matrix(pos, "pos")), normalize(_as_matrix(neg, "neg"))
+    if pos.shape[1] != neg.shape[1]:
+        raise ValueError(f"pos and neg must have the same dimension, got {pos.shape[1]} and {neg.shape[1]}")
+    return pos.mean(0) - neg.mean(0)
+
+
+def apply_directions(base: torch.Tensor, directions, strengths: Sequence[float]) -> torch.Tensor:
+    """normalize(base + sum_i strength_i * direction_i) -> (D,) unit vector."""
+    base = normalize(_as_matrix(base, "base")[0])
+    dirs = torch.as_tensor(directions, dtype=torch.float32) if not isinstance(directions, (list, tuple)) else (
+        torch.stack([torch.as_tensor(d, dtype=torch.float32) for d in directions]) if directions else
+        torch.zeros(0, base.shape[0]))
+    dirs = dirs.reshape(-1, base.shape[0]) if dirs.numel() else torch.zeros(0, base.shape[0])
+    s = torch.as_tensor([float(x) for x in strengths], dtype=torch.float32)
+    if s.numel() != dirs.shape[0]:
+        raise ValueError(f"{dirs.shape[0]} directions but {s.numel()} strengths: give one strength per direction")
+    if not torch.isfinite(s).all() or not torch.isfinite(dirs).all():
+        raise ValueError("strengths and directions must be finite")
+    out = base + (s[:, None] * dirs).sum(0)
+    if out.norm() < 1e-6:
+        raise ValueError("the directions cancel the base out: lower the strengths")
+    return normalize(out)
+
+
+def plane(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, k: int) -> torch.Tensor:
+    """A k x k grid on the plane through a, b, c: point (i, j) = a + u_j (b - a) + v_i (c - a), normalized.
+
+    Corners: a (top left), b (top right), c (bottom left), and the analogy b + c - a (bottom right).
+    Returns (k, k, D) unit vectors.
+    """
+    if int(k) != k or k < 2:
+        raise ValueError(f"k must be a whole number >= 2, got {k!r}")
+    a, b, c = (normalize(_as_matrix(x, n)[0]) for x, n in ((a, "a"), (b, "b"), (c, "c")))
+    u = torch.linspace(0, 1, int(k))
+    grid = a + u[None, :, None] * (b - a) + u[:, None, None] * (c - a)  # (k, k, D)
+    if (grid.norm(dim=-1) < 1e-6).any():
+        raise ValueError("the plane passes through the origin: choose anchors that are not opposite")
+    return normalize(grid)
+
+
+def mean_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Cross the modality gap by a constant offset (Liang et al. 2022): normalize(x + shift)."""
+    return normalize(x + shift)

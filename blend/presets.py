@@ -1,0 +1,68 @@
+"""Named setups are data: each preset is one JSON file, scanned into a registry.
+
+A preset names an encoder (open_clip), an image decoder and a text decoder, each by a `type` and a
+`source`. Sources use open_clip's prefixes: `local-dir:PATH` (relative to the preset file), `hf-hub:ORG/NAME`,
+or a bare hub id / built-in model name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MODELS_DIR = Path(os.environ.get("BLEND_MODELS", Path(__file__).resolve().parent.parent / "models"))
+PRESETS_DIR = MODELS_DIR / "presets"
+REQUIRED = ("name", "encoder", "image_decoder", "text_decoder")
+
+
+def _read(path: Path) -> dict:
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"preset file {path} is not valid JSON: {e}") from e
+    missing = [k for k in REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"preset file {path} lacks {', '.join(missing)}")
+    spec["_dir"] = str(path.parent.resolve())
+    spec["_file"] = str(path.resolve())
+    return spec
+
+
+def scan(folder: Path = PRESETS_DIR) -> dict[str, dict]:
+    """Every preset JSON in `folder`, by name."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        spec = _read(path)
+        out[spec["name"]] = spec
+    return out
+
+
+def list_presets() -> list[str]:
+    """Names of the presets blend knows (the files in models/presets/)."""
+    return sorted(scan())
+
+
+def get_preset(name_or_path: str | os.PathLike) -> dict:
+    """A preset by registry name, by path to its JSON file, or by a folder holding `preset.json`."""
+    name = str(name_or_path)
+    registry = scan()
+    if name in registry:
+        return registry[name]
+    path = Path(name.removeprefix("local-dir:"))
+    if path.is_file() and path.suffix == ".json":
+        return _read(path)
+    if path.is_dir() and (path / "preset.json").is_file():
+        return _read(path / "preset.json")
+    raise ValueError(f"unknown preset {name!r}: choose one of {sorted(registry)} or give a folder with preset.json")
+
+
+def resolve_source(source: str, base_dir: str | Path) -> str:
+    """`local-dir:rel` -> an absolute folder path; hub ids and `hf-hub:` ids pass through."""
+    if source.startswith("local-dir:"):
+        path = Path(source[len("local-dir:"):])
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        if not path.exists():
+            raise ValueError(f"model folder {path} does not exist (from source {source!r})")
+        return str(path.resolve())
+    return source.removeprefix("hf-hub:")
