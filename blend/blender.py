@@ -13,14 +13,19 @@ from .presets import get_preset
 # decoder `type` in a preset -> "module:Class"; each class has from_spec(spec, base_dir, device, dtype)
 IMAGE_DECODERS = {
     "mini-unclip": "blend.decode_image:MiniUnCLIP",
+    "stable-unclip": "blend.decode_image:StableUnCLIP",
+    "kandinsky-2.2": "blend.decode_image:Kandinsky22",
 }
 TEXT_DECODERS = {
     "prefix-inverter": "blend.decode_text:PrefixInverter",
+    "retrieval": "blend.decode_text:Retrieval",
 }
-# preset `gap` type -> "module:Class"; each has from_spec(spec, base_dir, blender), to_image(T), to_text(E)
+# preset `gap` type -> "module:Class"; each has from_spec(spec, base_dir, blender), to_image(T, texts), to_text(E)
 GAP_MAPS = {
     "none": "blend.gap:NoGap",
     "mean-shift": "blend.gap:MeanShift",
+    "linear": "blend.gap:LinearMap",
+    "prior": "blend.gap:PriorGap",
 }
 
 
@@ -92,8 +97,9 @@ class Blender:
         so images and texts mix on equal terms and no decoder is fed raw text embeddings.
         `raw=True` returns the CLIP text embeddings as they are.
         """
+        texts = self.encoder.check_texts(texts)
         t = self.encoder.encode_texts(texts)
-        return t if raw else self.gap.to_image(t)
+        return t if raw else self.gap.to_image(t, texts=texts)
 
     # ------------------------------------------------------------------ decode
     def check_embeddings(self, emb, name: str = "embeddings") -> torch.Tensor:

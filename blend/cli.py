@@ -90,8 +90,37 @@ def cmd_train(args):
         times = train_shapes_mini(args.out or "models/shapes-mini", work=args.work, seed=args.seed, quick=args.quick,
                                   stages=tuple(args.stages.split(",")), threads=args.threads)
         print(f"done: {times}")
+    elif args.what == "inverter":
+        from .train.inverter import train_corpus_inverter
+
+        if not args.encoder or not args.corpus or not args.out:
+            raise ValueError("blend train inverter needs --encoder, --corpus and --out")
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        model = train_corpus_inverter(args.encoder, args.corpus, args.out, steps=args.steps, batch=args.batch,
+                                      lr=args.lr, noise=args.noise, seed=args.seed, lm=args.lm,
+                                      prefix_len=args.prefix_len, max_tokens=args.max_tokens, device=args.device,
+                                      work=args.work, log=args.log, stop_at=args.stop_at)
+        print(f"stopped at step {args.stop_at}; run again to resume" if model is None else f"wrote {args.out}")
     else:
         raise ValueError(f"unknown training target {args.what!r}")
+
+
+def cmd_index(args):
+    import blend
+    from .calibrate import index
+
+    b = blend.load(args.preset, device=args.device)
+    print(f"wrote {index(b, args.captions, args.out)}")
+
+
+def cmd_calibrate(args):
+    import blend
+    from .calibrate import calibrate
+
+    b = blend.load(args.preset, device=args.device)
+    print(f"wrote {calibrate(b, args.images, args.captions, args.out, paired=args.paired)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,15 +156,46 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=cmd_presets)
 
-    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle)")
-    t.add_argument("what", choices=["shapes-mini"])
-    t.add_argument("--out", help="bundle folder (default models/shapes-mini)")
+    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle) or a text `inverter`")
+    t.add_argument("what", choices=["shapes-mini", "inverter"])
+    t.add_argument("--out", help="bundle folder (default models/shapes-mini); for inverter: its folder")
     t.add_argument("--work", help="checkpoint folder (default: beside the bundle)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
     t.add_argument("--stages", default="clip,decoder,inverter")
     t.add_argument("--threads", type=int, default=None)
+    inv = t.add_argument_group("inverter", "blend train inverter --encoder ViT-L-14/openai --corpus captions.txt "
+                                           "--out models/inverter-vitl14")
+    inv.add_argument("--encoder", help="MODEL/PRETRAINED, hf-hub:ORG/NAME, local-dir:PATH or a preset name")
+    inv.add_argument("--corpus", help="text file, one caption a line")
+    inv.add_argument("--steps", type=int, default=5000)
+    inv.add_argument("--batch", type=int, default=64)
+    inv.add_argument("--lr", type=float, default=None, help="default 1e-4 on GPT-2 weights, 1e-3 from a config")
+    inv.add_argument("--noise", type=float, default=0.5, help="CapDec noise: norm added to unit text embeddings")
+    inv.add_argument("--lm", default="gpt2", help="GPT-2 weights (hub id or folder); 'none': a small one from a config")
+    inv.add_argument("--prefix-len", type=int, default=10)
+    inv.add_argument("--max-tokens", type=int, default=40)
+    inv.add_argument("--device", default="auto")
+    inv.add_argument("--log", help="append JSON-lines metrics here")
+    inv.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume by running again)")
     t.set_defaults(func=cmd_train)
+
+    ix = sub.add_parser("index", help="embed a caption bank once for the retrieval text decoder")
+    ix.add_argument("captions", help="text file, one caption a line")
+    ix.add_argument("--preset", default="shapes-mini")
+    ix.add_argument("--out", help="bank file (default: the preset's retrieval source)")
+    ix.add_argument("--device", default="auto")
+    ix.set_defaults(func=cmd_index)
+
+    ca = sub.add_parser("calibrate", help="measure a preset's embedding scale, gap map and negative embedding")
+    ca.add_argument("preset")
+    ca.add_argument("--images", required=True, help="a folder of images like the ones you will blend")
+    ca.add_argument("--captions", required=True, help="text file, one caption a line")
+    ca.add_argument("--paired", action="store_true", help="caption i describes image i (sorted by name): also fit "
+                                                          "the linear gap map")
+    ca.add_argument("--out", help="stats file (default: the one the preset names)")
+    ca.add_argument("--device", default="auto")
+    ca.set_defaults(func=cmd_calibrate)
     return p
 
 

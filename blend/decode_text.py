@@ -2,7 +2,10 @@
 
 `PrefixInverter`: a `transformers` GPT-2 reading the embedding through a learned prefix (ClipCap,
 Mokady et al. 2021), trained with noise on text embeddings (CapDec, Nukrai et al. 2022) so it reads
-image embeddings too.
+image embeddings too. Optionally it reranks beam candidates by re-embedding them with the CLIP text
+encoder (`Reranker`, in the spirit of vec2text, Morris et al. 2023) and first projects the embedding onto
+a caption bank (DeCap, Li et al. 2023).
+`Retrieval`: no training; the nearest caption of a bank embedded once by `blend index`.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ class PrefixInverter(nn.Module):
     def __init__(self, lm, prefix: PrefixMap, tokenizer, config: dict):
         super().__init__()
         self.lm, self.prefix, self.tokenizer, self.config = lm, prefix, tokenizer, config
+        self.reranker: Reranker | None = None  # set from the preset's `rerank` options
+        self.bank: CaptionBank | None = None  # set from the preset's `project` options (DeCap)
+        self.project_temperature = 0.01
 
     @classmethod
     def build(cls, tokenizer, embed_dim: int, width: int = 128, layers: int = 3, heads: int = 4,
@@ -59,9 +65,22 @@ class PrefixInverter(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "PrefixInverter":
+        """Spec keys: `source`; optional `rerank` {candidates, fluency, encoder} and `project` {bank, temperature}."""
+        from .encode import Encoder
         from .presets import resolve_source
 
-        return cls.from_pretrained(resolve_source(spec["source"], base_dir), device=device)
+        inv = cls.from_pretrained(resolve_source(spec["source"], base_dir), device=device)
+        if spec.get("rerank"):
+            opts = dict(spec["rerank"]) if isinstance(spec["rerank"], dict) else {}
+            enc_spec = opts.pop("encoder", None) or inv.config.get("encoder")
+            if enc_spec is None:
+                raise ValueError("rerank needs the CLIP text encoder: give rerank.encoder in the preset "
+                                 "(the inverter's inverter.json does not name one)")
+            inv.reranker = Reranker(Encoder.from_spec(enc_spec, base_dir, device, dtype), **opts)
+        if spec.get("project"):
+            inv.bank = CaptionBank.load(resolve_bank(spec["project"]["bank"], base_dir))
+            inv.project_temperature = float(spec["project"].get("temperature", 0.01))
+        return inv
 
     def save_pretrained(self, folder: str | Path):
         from safetensors.torch import save_file
@@ -90,11 +109,39 @@ class PrefixInverter(nn.Module):
 
     @torch.no_grad()
     def generate(self, emb: torch.Tensor, num_beams: int = 1) -> list[str]:
+        """emb (N, D) -> N sentences: greedy, the best of `num_beams` beams, or the reranked best candidate."""
+        if self.bank is not None:
+            emb = project_to_bank(emb, self.bank.embeddings.to(emb.device), self.project_temperature)
+        if self.reranker is not None:
+            return self.reranker(self, emb)
+        if num_beams > 1:
+            return [c[0] for c in self.candidates(emb, num_beams)[0]]
+        return self.greedy(emb)
+
+    @torch.no_grad()
+    def candidates(self, emb: torch.Tensor, k: int) -> tuple[list[list[str]], torch.Tensor]:
+        """Beam search: emb (N, D) -> k sentences per row, best first, and their (N, k) mean token log-probs."""
+        n = emb.shape[0]
+        inputs = self._start(emb)  # (N, K + 1, W)
+        out = self.lm.generate(inputs_embeds=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long,
+                                                                               device=inputs.device),
+                               num_beams=k, num_return_sequences=k, do_sample=False, length_penalty=1.0,
+                               max_new_tokens=self.config["max_tokens"], eos_token_id=self.tokenizer.eos_token_id,
+                               pad_token_id=self.tokenizer.pad_token_id, output_scores=True,
+                               return_dict_in_generate=True)
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
+        return [texts[i * k:(i + 1) * k] for i in range(n)], out.sequences_scores.float().view(n, k).cpu()
+
+    def _start(self, emb: torch.Tensor) -> torch.Tensor:
+        bos = torch.full((emb.shape[0], 1), self.tokenizer.bos_token_id, device=emb.device)
+        return torch.cat([self.prefix(emb.to(self.lm.dtype)), self.lm.transformer.wte(bos)], 1)
+
+    @torch.no_grad()
+    def greedy(self, emb: torch.Tensor) -> list[str]:
         """Greedy decoding with a KV cache. emb (N, D) -> N sentences."""
         n, dev = emb.shape[0], emb.device
-        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        inputs = torch.cat([self.prefix(emb.to(self.lm.dtype)),
-                            self.lm.transformer.wte(torch.full((n, 1), bos, device=dev))], 1)
+        eos = self.tokenizer.eos_token_id
+        inputs = self._start(emb)
         out, past = [], None
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         for _ in range(self.config["max_tokens"]):
@@ -113,3 +160,149 @@ class PrefixInverter(nn.Module):
             row = row[: row.index(eos)] if eos in row else row
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
+
+
+# ---------------------------------------------------------------------------------------- rerank, bank, retrieval
+
+@torch.no_grad()
+def embed_texts(encoder, texts: list[str], batch: int = 256) -> torch.Tensor:
+    """Any strings -> (N, D) unit CLIP text embeddings; too-long texts are cut at the context length, not refused."""
+    out = []
+    for i in range(0, len(texts), batch):
+        tokens = encoder.tokenizer(texts[i:i + batch]).to(encoder.device)
+        out.append(nn.functional.normalize(encoder.model.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+class Reranker:
+    """Choose among beam candidates by re-embedding them: cos(CLIP_text(candidate), target) + fluency * mean log-prob.
+
+    The inverter proposes; the CLIP text encoder, the very model whose space we invert, disposes (the check
+    vec2text iterates on, Morris et al. 2023, done once). `fluency` keeps a fluent sentence ahead of a
+    garbled one that happens to embed close: CLIP text embeddings barely see word order, so with fluency 0
+    "a blue square on a purple background" and its role-swapped twin tie (benchmarks/rerank.py: fluency 0
+    loses 4-33 points of exact match on shapes-mini, 0.3 gains 2 points on noisy embeddings, ties elsewhere).
+    """
+
+    def __init__(self, encoder, candidates: int = 8, fluency: float = 0.3):
+        if int(candidates) != candidates or candidates < 1:
+            raise ValueError(f"rerank candidates must be a whole number >= 1, got {candidates!r}")
+        self.encoder, self.k, self.fluency = encoder, int(candidates), float(fluency)
+
+    def scores(self, texts: list[list[str]], logprobs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N, k) scores of each row's candidates against its target embedding (N, D)."""
+        n, k = logprobs.shape
+        flat = [t for row in texts for t in row]
+        cos = (embed_texts(self.encoder, [t or " " for t in flat]).view(n, k, -1)
+               * nn.functional.normalize(target.float().cpu(), dim=-1)[:, None]).sum(-1)
+        empty = torch.tensor([[not t for t in row] for row in texts])
+        return (cos + self.fluency * logprobs).masked_fill(empty, float("-inf"))
+
+    def __call__(self, inverter: "PrefixInverter", emb: torch.Tensor) -> list[str]:
+        texts, logprobs = inverter.candidates(emb, self.k)
+        best = self.scores(texts, logprobs, emb).argmax(-1).tolist()
+        return [row[j] for row, j in zip(texts, best)]
+
+
+def project_to_bank(emb: torch.Tensor, bank: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
+    """DeCap's projection (Li et al. 2023): softmax(emb . bank / T)-weighted mean of the bank, normalized.
+
+    emb (N, D), bank (M, D) unit -> (N, D) unit: a point inside the text distribution the decoder was trained on.
+    """
+    w = torch.softmax(emb.float() @ bank.float().T / temperature, dim=-1)  # (N, M)
+    return nn.functional.normalize(w @ bank.float(), dim=-1).to(emb.dtype)
+
+
+class CaptionBank:
+    """Captions and their unit CLIP text embeddings, in one safetensors file (embeddings fp16, captions UTF-8)."""
+
+    def __init__(self, captions: list[str], embeddings: torch.Tensor, encoder: dict | None = None):
+        self.captions, self.embeddings, self.encoder = captions, embeddings.float(), encoder
+
+    @classmethod
+    def build(cls, encoder, captions: list[str], batch: int = 256, progress: bool = False) -> "CaptionBank":
+        captions = read_captions(captions)
+        chunks = range(0, len(captions), batch)
+        if progress:
+            from tqdm.auto import tqdm
+            chunks = tqdm(chunks, desc="index", unit="batch")
+        emb = torch.cat([embed_texts(encoder, captions[i:i + batch]) for i in chunks])
+        return cls(captions, emb, {"model": encoder.name})
+
+    def save(self, path: str | Path):
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = torch.frombuffer(bytearray("\n".join(self.captions).encode("utf-8")), dtype=torch.uint8)
+        save_file({"embeddings": self.embeddings.half().contiguous(), "captions": text.clone()}, str(path),
+                  metadata={"encoder": json.dumps(self.encoder), "count": str(len(self.captions))})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CaptionBank":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            emb, text = f.get_tensor("embeddings"), f.get_tensor("captions")
+        captions = bytes(text.tolist()).decode("utf-8").split("\n")
+        if len(captions) != emb.shape[0]:
+            raise ValueError(f"caption bank {path} is damaged: {len(captions)} captions, {emb.shape[0]} embeddings")
+        return cls(captions, emb, json.loads(meta.get("encoder", "null")))
+
+
+def read_captions(captions) -> list[str]:
+    """A list of captions, or a path to a text file with one caption a line; blank lines are skipped."""
+    if isinstance(captions, (str, Path)):
+        path = Path(captions)
+        if not path.is_file():
+            raise ValueError(f"captions: no file at {path}")
+        captions = path.read_text(encoding="utf-8").splitlines()
+    captions = [" ".join(c.split()) for c in captions]
+    captions = [c for c in captions if c]
+    if not captions:
+        raise ValueError("captions is empty: give at least one non-blank caption")
+    return captions
+
+
+def resolve_bank(source: str, base_dir) -> Path:
+    from .gap import optional_file
+
+    path = optional_file(source, base_dir)
+    if path is None:
+        raise ValueError(f"caption bank {source!r} does not exist yet: build it with "
+                         f"`blend index CAPTIONS.txt --preset PRESET --out <that path>`")
+    return path
+
+
+class Retrieval:
+    """A text decoder that needs no training: the bank caption nearest each embedding (cosine).
+
+    With `project` (DeCap), the embedding is first replaced by its softmax-weighted projection onto the bank,
+    which votes among near neighbours instead of trusting the single nearest one.
+    """
+
+    def __init__(self, bank: CaptionBank, project: bool = False, temperature: float = 0.01, device="cpu"):
+        self.bank, self.project, self.temperature = bank, project, float(temperature)
+        self.embed_dim = int(bank.embeddings.shape[1])
+        self._emb = bank.embeddings.to(device)
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "Retrieval":
+        opts = spec.get("options", {})
+        return cls(CaptionBank.load(resolve_bank(spec["source"], base_dir)), bool(opts.get("project", False)),
+                   opts.get("temperature", 0.01), device)
+
+    @torch.no_grad()
+    def generate(self, emb: torch.Tensor, chunk: int = 65536) -> list[str]:
+        """emb (N, D) -> the N nearest captions."""
+        emb = nn.functional.normalize(emb.float().to(self._emb.device), dim=-1)
+        if self.project:
+            emb = project_to_bank(emb, self._emb, self.temperature)
+        best_val = torch.full((emb.shape[0],), float("-inf"), device=emb.device)
+        best_idx = torch.zeros(emb.shape[0], dtype=torch.long, device=emb.device)
+        for i in range(0, self._emb.shape[0], chunk):  # (N, chunk) at a time: banks can hold millions
+            val, idx = (emb @ self._emb[i:i + chunk].T).max(-1)
+            better = val > best_val
+            best_val, best_idx = torch.where(better, val, best_val), torch.where(better, idx + i, best_idx)
+        return [self.bank.captions[i] for i in best_idx.tolist()]

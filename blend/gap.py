@@ -19,7 +19,7 @@ class NoGap:
     def from_spec(cls, spec: dict, base_dir, blender) -> "NoGap":
         return cls()
 
-    def to_image(self, t: torch.Tensor) -> torch.Tensor:
+    def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
         return t
 
     def to_text(self, e: torch.Tensor) -> torch.Tensor:
@@ -33,21 +33,158 @@ class MeanShift:
         self.shift = shift.float()
 
     @classmethod
-    def from_spec(cls, spec: dict, base_dir, blender) -> "MeanShift":
-        from safetensors.torch import load_file
+    def from_spec(cls, spec: dict, base_dir, blender):
+        return _measured(cls, spec, base_dir, blender)
 
-        from .presets import resolve_source
-
-        path = Path(resolve_source(spec["source"], base_dir))
-        return cls(load_file(str(path))["shift"])
+    @classmethod
+    def from_tensors(cls, tensors: dict) -> "MeanShift":
+        return cls(tensors["shift"])
 
     @staticmethod
     def fit(image_embs: torch.Tensor, text_embs: torch.Tensor) -> torch.Tensor:
         """The shift from paired (or merely same-distribution) unit image and text embeddings."""
         return normalize(image_embs).mean(0) - normalize(text_embs).mean(0)
 
-    def to_image(self, t: torch.Tensor) -> torch.Tensor:
+    def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
         return normalize(t + self.shift.to(t))
 
     def to_text(self, e: torch.Tensor) -> torch.Tensor:
         return normalize(e - self.shift.to(e))
+
+
+def optional_file(source: str | None, base_dir) -> Path | None:
+    """The file a `local-dir:` / absolute source names, or None when it has not been written yet."""
+    if not source:
+        return None
+    path = Path(source.removeprefix("local-dir:"))
+    path = path if path.is_absolute() else Path(base_dir) / path
+    return path if path.is_file() else None
+
+
+class Uncalibrated:
+    """A gap map whose measured file is missing: refuses to carry texts into image space rather than guess.
+
+    Image-only mixes still work; `to_text` passes through (CLIP ranks texts against images across the gap).
+    """
+
+    def __init__(self, preset: str, path: str):
+        self.preset, self.path = preset, path
+
+    def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        raise ValueError(
+            f"texts cannot be mixed with preset {self.preset!r} yet: its gap map {self.path} has not been measured. "
+            f"Run `blend calibrate {self.preset} --images DIR --captions FILE` once (any few hundred images and "
+            f"captions of similar content)")
+
+    def to_text(self, e: torch.Tensor) -> torch.Tensor:
+        return e
+
+
+def _measured(cls, spec: dict, base_dir, blender):
+    """Load a measured map from spec['source'], or an `Uncalibrated` stand-in when the file is not there yet."""
+    from safetensors.torch import load_file
+
+    path = optional_file(spec.get("source"), base_dir)
+    if path is None:
+        return Uncalibrated(getattr(blender, "name", "?"), spec.get("source"))
+    return cls.from_tensors(load_file(str(path)))
+
+
+class LinearMap:
+    """Ridge-regressed affine maps between paired text and image embeddings (both ways), stored as safetensors.
+
+    to_image(t) = normalize(t W + b); to_text(e) = normalize(e W' + b'), each fitted on its own direction.
+    """
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, w_inv: torch.Tensor, b_inv: torch.Tensor):
+        self.w, self.b, self.w_inv, self.b_inv = w.float(), b.float(), w_inv.float(), b_inv.float()
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_dir, blender):
+        return _measured(cls, spec, base_dir, blender)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict) -> "LinearMap":
+        return cls(tensors["linear.w"], tensors["linear.b"], tensors["linear.w_inv"], tensors["linear.b_inv"])
+
+    @staticmethod
+    def fit(image_embs: torch.Tensor, text_embs: torch.Tensor, ridge: float = 1e-2) -> dict[str, torch.Tensor]:
+        """Paired unit embeddings (N, D) each -> the tensors `from_tensors` reads."""
+        def solve(x, y):  # least squares y ~ [x, 1] @ [[W], [b]] with a ridge on W
+            xa = torch.cat([x, torch.ones(len(x), 1)], 1)  # (N, D + 1)
+            reg = ridge * torch.eye(xa.shape[1])
+            reg[-1, -1] = 0
+            sol = torch.linalg.solve(xa.T @ xa + reg, xa.T @ y)  # (D + 1, D)
+            return sol[:-1], sol[-1]
+
+        x, y = normalize(text_embs.double()), normalize(image_embs.double())
+        w, b = solve(x, y)
+        w_inv, b_inv = solve(y, x)
+        return {"linear.w": w.float(), "linear.b": b.float(), "linear.w_inv": w_inv.float(),
+                "linear.b_inv": b_inv.float()}
+
+    def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        return normalize(t @ self.w.to(t) + self.b.to(t))
+
+    def to_text(self, e: torch.Tensor) -> torch.Tensor:
+        return normalize(e @ self.w_inv.to(e) + self.b_inv.to(e))
+
+
+class PriorGap:
+    """Text terms through a diffusion prior (Kandinsky 2.2's `KandinskyV22PriorPipeline`), seeded.
+
+    The prior reads the text itself (its token states, not only the pooled embedding), so `to_image` needs
+    the texts behind the embeddings, which `Blender.encode_texts` hands over. Each text runs alone
+    from the same seed, so a text maps to one image embedding whatever it is batched with.
+    `to_text` is the identity, or a measured mean shift when `to_text_source` names one.
+    """
+
+    DEFAULTS = {"steps": 25, "guidance_scale": 4.0, "seed": 0}  # KandinskyV22PriorPipeline's defaults
+
+    def __init__(self, source: str, options: dict, device, dtype, offload: str | None = None,
+                 back: "MeanShift | None" = None):
+        self.source, self.options, self.device, self.dtype, self.offload = source, options, device, dtype, offload
+        self.back = back
+        self._pipe = None
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_dir, blender) -> "PriorGap":
+        from safetensors.torch import load_file
+
+        from .presets import resolve_source
+
+        back = optional_file(spec.get("to_text_source"), base_dir)
+        gap = cls(resolve_source(spec["source"], base_dir), {**cls.DEFAULTS, **spec.get("options", {})},
+                  blender.device, blender.dtype, spec.get("offload"),
+                  MeanShift(load_file(str(back))["shift"]) if back else None)
+        return gap
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from .decode_image import load_kandinsky_prior
+
+            self._pipe = load_kandinsky_prior(self.source, self.device, self.dtype, self.offload)
+        return self._pipe
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (N, D) unit image embeddings predicted by the prior, one seeded run per text."""
+        out = []
+        for text in texts:
+            g = torch.Generator("cpu").manual_seed(int(self.options["seed"]))
+            # negative_prompt="" keeps the prior from embedding a blank image with its own image encoder,
+            # which this map does not load; the text's own output is the same kind of sample either way
+            res = self.pipe(text, negative_prompt="", generator=g, num_inference_steps=int(self.options["steps"]),
+                            guidance_scale=float(self.options["guidance_scale"]), output_type="pt")
+            out.append(res.image_embeds.float().cpu())
+        return normalize(torch.cat(out))
+
+    def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        if texts is None or len(texts) != len(t):
+            raise ValueError("this preset carries texts into image space with a prior, which reads the text itself: "
+                             "encode texts with Blender.encode_texts (raw text embeddings cannot be mapped)")
+        return self.embed_texts(list(texts))
+
+    def to_text(self, e: torch.Tensor) -> torch.Tensor:
+        return self.back.to_text(e) if self.back is not None else e

@@ -96,7 +96,7 @@ def zero_shot_accuracy(model, tokenizer, n: int = 500, seed: int = 1234) -> dict
 
 def train_clip(out: str | Path, steps: int = 600, batch: int = 256, partial: int = 128, lr: float = 1e-3,
                seed: int = 0, noise: float = 0.1, work: str | Path | None = None, config: dict = CLIP_CONFIG,
-               log: str | Path | None = None):
+               log: str | Path | None = None, stop_at: int | None = None):
     """Train the shapes-mini CLIP and save it as an open_clip `local-dir:` bundle in `out`. Resumable from `work`."""
     from open_clip.tokenizer import HFTokenizer
 
@@ -130,9 +130,12 @@ def train_clip(out: str | Path, steps: int = 600, batch: int = 256, partial: int
         loss.backward()
         opt.step()
         bar.update(step + 1, loss=loss.item(), scale=model.logit_scale.exp().item())
-        if (step + 1) % 100 == 0 or step + 1 == steps:
+        if (step + 1) % 100 == 0 or step + 1 in (steps, stop_at):
             random.setstate(rng.getstate())
             ckpt.save(model, opt, step + 1)
+        if step + 1 == stop_at:  # a time slice of a longer run: resume later with the same args
+            bar.close()
+            return None
     model.eval()
     acc = zero_shot_accuracy(model, tokenizer)
     bar.write(f"clip zero-shot accuracy: {json.dumps({k: round(v, 4) for k, v in acc.items()})}")

@@ -2,8 +2,8 @@
 
 The same class Stable unCLIP uses, at toy scale. The CLIP embedding enters twice: through the class
 embedding (projection -> added to the timestep embedding -> scale/shift in every ResNet) and as a
-cross-attention token. Pixels are pixel-unshuffled (32x32x3 -> 16x16x12): a lossless reshape that cuts
-the cost of every convolution by 4. v-prediction, cosine schedule, min-SNR-5 loss weights, EMA weights,
+cross-attention token. Pixels are pixel-unshuffled (32x32x3 -> 8x8x48, each position a 4x4 patch): a lossless reshape that
+cuts the cost of every convolution by 16 against full resolution (measured: 4x faster per step than 16x16x12). v-prediction, cosine schedule, min-SNR-5 loss weights, EMA weights,
 10% condition dropout for classifier-free guidance.
 
 The modality gap is closed by training on both: the condition is the image embedding, the caption's
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .. import world
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
-UNSHUFFLE = 2
+UNSHUFFLE = 4
 
 UNET_CONFIG = dict(
     sample_size=world.SIZE // UNSHUFFLE,
@@ -32,7 +32,7 @@ UNET_CONFIG = dict(
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     mid_block_type="UNetMidBlock2DCrossAttn",
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(48, 96, 96),
+    block_out_channels=(64, 96, 96),
     layers_per_block=1,
     norm_num_groups=16,
     cross_attention_dim=96,
@@ -80,7 +80,9 @@ def save_decoder(unet, folder: str | Path, extra: dict | None = None):
     unet.save_pretrained(str(folder / "unet"))
     DPMSolverMultistepScheduler(**SCHEDULER_CONFIG, algorithm_type="dpmsolver++", solver_order=2).save_pretrained(
         str(folder / "scheduler"))
-    (folder / "decoder.json").write_text(json.dumps({**DECODER_CONFIG, **(extra or {})}, indent=2))
+    config = {**DECODER_CONFIG, "unshuffle": int(round((unet.config.in_channels / 3) ** 0.5)),
+              "embed_dim": unet.config.projection_class_embeddings_input_dim, **(extra or {})}
+    (folder / "decoder.json").write_text(json.dumps(config, indent=2))
 
 
 @torch.no_grad()
@@ -110,7 +112,7 @@ def evaluate(unet, clip, tokenizer, n: int = 48, seed: int = 777, steps: int = 1
 def train_decoder(clip_dir: str | Path, out: str | Path, steps: int = 6000, batch: int = 128, lr: float = 5e-4,
                   seed: int = 0, cond_noise: float = 0.03, drop: float = 0.1, ema_decay: float = 0.999,
                   work: str | Path | None = None, log: str | Path | None = None, eval_every: int = 500,
-                  config: dict = UNET_CONFIG):
+                  config: dict = UNET_CONFIG, stop_at: int | None = None):
     """Train the unCLIP decoder against a trained CLIP bundle and save it with `save_pretrained` in `out`."""
     import open_clip
     from diffusers import DDPMScheduler
@@ -140,7 +142,7 @@ def train_decoder(clip_dir: str | Path, out: str | Path, steps: int = 6000, batc
             g["lr"] = cosine_lr(step, steps, lr, warmup=200)
         scenes = [world.sample_scene(rng) for _ in range(batch)]
         cond = conditioning_batch(clip, tokenizer, scenes, rng, cond_noise, drop)
-        x0 = F.pixel_unshuffle(world.to_tensor([world.render(s) for s in scenes]), UNSHUFFLE)  # (B, 12, 16, 16)
+        x0 = F.pixel_unshuffle(world.to_tensor([world.render(s) for s in scenes]), UNSHUFFLE)  # (B, 48, 8, 8)
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,))
         xt = sched.add_noise(x0, noise, t)
@@ -155,9 +157,12 @@ def train_decoder(clip_dir: str | Path, out: str | Path, steps: int = 6000, batc
         opt.step()
         ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
         bar.update(step + 1, loss=loss.item())
-        if (step + 1) % 250 == 0 or step + 1 == steps:
+        if (step + 1) % 250 == 0 or step + 1 in (steps, stop_at):
             random.setstate(rng.getstate())
             ckpt.save(both, opt, step + 1)
+        if step + 1 == stop_at:  # a time slice of a longer run: resume later with the same args
+            bar.close()
+            return None
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             ema.eval()
             bar.write(f"step {step + 1} eval(ema): {json.dumps(evaluate(ema, clip, tokenizer))}")
