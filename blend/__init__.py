@@ -6,9 +6,11 @@
     b.decode_images(m, seed=0)[0].save("out.png"); print(b.decode_texts(m)[0])
 """
 from .blender import Blender, load
+from .directions import DirectionLibrary
 from .ops import apply_directions, direction, interpolate, mix, normalize, plane, slerp
 from .presets import list_presets
+from .recipe import History, Recipe, run_recipe
 
 __all__ = ["Blender", "load", "list_presets", "mix", "slerp", "interpolate", "direction", "apply_directions",
-           "plane", "normalize"]
+           "plane", "normalize", "Recipe", "History", "run_recipe", "DirectionLibrary"]
 __version__ = "0.1.0"

@@ -63,6 +63,7 @@ def resolve_source(source: str, base_dir: str | Path) -> str:
         if not path.is_absolute():
             path = Path(base_dir) / path
         if not path.exists():
-            raise ValueError(f"model folder {path} does not exist (from source {source!r})")
+            hint = " (train it with `blend train shapes-mini`)" if "shapes-mini" in str(path) else ""
+            raise ValueError(f"model folder {path} does not exist (from source {source!r}){hint}")
         return str(path.resolve())
     return source.removeprefix("hf-hub:")

@@ -138,7 +138,7 @@ def test_browser_mix(page):
     # the History tab holds the recipe: the uploaded picture, both words and the weight that was moved
     page.get_by_role("tab", name="History").click()
     expect(page.locator("#history-tree")).to_contain_text("mix: uploaded image×1 + 'a square'×1 + 'a circle'×-0.5")
-    page.screenshot(path=str(ARTIFACTS / "browser-history.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-mix-history.png"), full_page=True)
 
 
 @pytest.mark.browser
@@ -210,6 +210,9 @@ def test_browser_directions_plane_and_history(page):
     page.locator("#history-branch").click()
     expect(page.locator("#history-gallery img")).to_have_count(4)
     expect(tree).to_contain_text(re.compile(r"path: red-circle-on-blue\.png → .*\(8 slerp\).*\n    └─ \w+  path: .*\(4 slerp\)"))
+    # a recipe file from disk joins the tree as a new root
+    page.locator("#history-upload input[type=file]").set_input_files(str(ROOT / "examples" / "mix-circle-to-square.json"))
+    expect(tree).to_contain_text("mix: red-circle-on-blue.png×1 + 'a square'×1 + 'a circle'×-1 · seed 0  ◀ current")
     page.locator("#history-download-all").click()
     expect(page.locator("#history-download a[href*='.json']").first).to_be_attached()
     page.screenshot(path=str(ARTIFACTS / "browser-history.png"), full_page=True)

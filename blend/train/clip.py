@@ -112,11 +112,7 @@ def train_clip(out: str | Path, steps: int = 600, batch: int = 256, partial: int
     model = build_clip(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     ckpt = Checkpoint(work)
-    start = 0
-    if ckpt.exists:
-        meta = ckpt.load(model, opt)
-        start = meta["step"]
-        rng.setstate(random.getstate())
+    start = ckpt.resume(model, opt, rng)
     bar = Progress(steps, start, "clip", log)
     model.train()
     for step in range(start, steps):
@@ -130,10 +126,7 @@ def train_clip(out: str | Path, steps: int = 600, batch: int = 256, partial: int
         loss.backward()
         opt.step()
         bar.update(step + 1, loss=loss.item(), scale=model.logit_scale.exp().item())
-        if (step + 1) % 100 == 0 or step + 1 in (steps, stop_at):
-            random.setstate(rng.getstate())
-            ckpt.save(model, opt, step + 1)
-        if step + 1 == stop_at:  # a time slice of a longer run: resume later with the same args
+        if ckpt.step_done(model, opt, rng, step + 1, steps, stop_at, every=100):
             bar.close()
             return None
     model.eval()

@@ -68,6 +68,25 @@ class Checkpoint:
                 "python_rng": repr(random.getstate()), **(extra or {})}
         (self.folder / "state.json").write_text(json.dumps(meta))
 
+    def resume(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: random.Random) -> int:
+        """Restore model, optimizer and both random streams if a checkpoint exists; the step to start from."""
+        if not self.exists:
+            return 0
+        step = self.load(model, opt)["step"]
+        rng.setstate(random.getstate())
+        return step
+
+    def step_done(self, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: random.Random, step: int,
+                  steps: int, stop_at: int | None, every: int) -> bool:
+        """Checkpoint every `every` steps, at the last step and at `stop_at`; True when the run stops here.
+
+        `stop_at` makes a run a time slice of a longer one: the same call later resumes it exactly.
+        """
+        if step % every == 0 or step in (steps, stop_at):
+            random.setstate(rng.getstate())  # the batch stream's state travels as the global one's
+            self.save(model, opt, step)
+        return step == stop_at
+
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
         tensors = load_file(str(self.folder / "state.safetensors"))
         meta = json.loads((self.folder / "state.json").read_text())

@@ -68,10 +68,7 @@ def train_inverter(encode_text: Callable, sample_texts: Callable, embed_dim: int
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     ckpt = Checkpoint(work)
-    start = 0
-    if ckpt.exists:
-        start = ckpt.load(model, opt)["step"]
-        rng.setstate(random.getstate())
+    start = ckpt.resume(model, opt, rng)
     bar = Progress(steps, start, "inverter", log)
     model.train()
     for step in range(start, steps):
@@ -89,10 +86,7 @@ def train_inverter(encode_text: Callable, sample_texts: Callable, embed_dim: int
         loss.backward()
         opt.step()
         bar.update(step + 1, loss=loss.item())
-        if (step + 1) % save_every == 0 or step + 1 in (steps, stop_at):
-            random.setstate(rng.getstate())
-            ckpt.save(model, opt, step + 1)
-        if step + 1 == stop_at:  # a time slice of a longer run: resume later with the same args
+        if ckpt.step_done(model, opt, rng, step + 1, steps, stop_at, every=save_every):
             bar.close()
             return None
     bar.close()

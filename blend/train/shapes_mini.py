@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 # stage sizes used for the shipped bundle; `--quick` shrinks them to a smoke run
-FULL = {"clip_steps": 500, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 1500}
+FULL = {"clip_steps": 500, "decoder_steps": 13000, "decoder_batch": 64, "inverter_steps": 1500}
 QUICK = {"clip_steps": 3, "decoder_steps": 3, "decoder_batch": 4, "inverter_steps": 3}
 
 

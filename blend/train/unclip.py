@@ -130,10 +130,7 @@ def train_decoder(clip_dir: str | Path, out: str | Path, steps: int = 6000, batc
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     both = torch.nn.ModuleDict({"unet": unet, "ema": ema})
     ckpt = Checkpoint(work)
-    start = 0
-    if ckpt.exists:
-        start = ckpt.load(both, opt)["step"]
-        rng.setstate(random.getstate())
+    start = ckpt.resume(both, opt, rng)
     bar = Progress(steps, start, "decoder", log)
     bar.write(f"unet parameters: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
     for step in range(start, steps):
@@ -157,10 +154,7 @@ def train_decoder(clip_dir: str | Path, out: str | Path, steps: int = 6000, batc
         opt.step()
         ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
         bar.update(step + 1, loss=loss.item())
-        if (step + 1) % 250 == 0 or step + 1 in (steps, stop_at):
-            random.setstate(rng.getstate())
-            ckpt.save(both, opt, step + 1)
-        if step + 1 == stop_at:  # a time slice of a longer run: resume later with the same args
+        if ckpt.step_done(both, opt, rng, step + 1, steps, stop_at, every=250):
             bar.close()
             return None
         if (step + 1) % eval_every == 0 or step + 1 == steps:
