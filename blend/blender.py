@@ -16,6 +16,7 @@ IMAGE_DECODERS = {
     "stable-unclip": "blend.decode_image:StableUnCLIP",
     "kandinsky-2.2": "blend.decode_image:Kandinsky22",
 }
+# text decoders' from_spec also takes `encoder=`: the blender's own, for those that re-embed text (rerank)
 TEXT_DECODERS = {
     "prefix-inverter": "blend.decode_text:PrefixInverter",
     "retrieval": "blend.decode_text:Retrieval",
@@ -62,11 +63,11 @@ class Blender:
         return f"Blender({self.name!r}, dim={self.embed_dim}, device={self.device})"
 
     # ------------------------------------------------------------------ decoders, loaded on first use
-    def _load_decoder(self, kind: str, registry: dict):
+    def _load_decoder(self, kind: str, registry: dict, **extra):
         spec = self.preset[kind]
         if spec["type"] not in registry:
             raise ValueError(f"preset {self.name!r}: unknown {kind} type {spec['type']!r}; known: {sorted(registry)}")
-        dec = _import(registry[spec["type"]]).from_spec(spec, self.preset["_dir"], self.device, self.dtype)
+        dec = _import(registry[spec["type"]]).from_spec(spec, self.preset["_dir"], self.device, self.dtype, **extra)
         dim = getattr(dec, "embed_dim", self.embed_dim)
         if dim != self.embed_dim:
             raise ValueError(f"preset {self.name!r}: {kind} reads {dim}-d embeddings, the encoder makes {self.embed_dim}-d")
@@ -81,7 +82,7 @@ class Blender:
     @property
     def text_decoder(self):
         if self._text_decoder is None:
-            self._text_decoder = self._load_decoder("text_decoder", TEXT_DECODERS)
+            self._text_decoder = self._load_decoder("text_decoder", TEXT_DECODERS, encoder=self.encoder)
         return self._text_decoder
 
     # ------------------------------------------------------------------ encode

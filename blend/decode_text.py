@@ -64,19 +64,27 @@ class PrefixInverter(nn.Module):
         return cls(lm, prefix, tokenizer, config).to(device).eval()
 
     @classmethod
-    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "PrefixInverter":
-        """Spec keys: `source`; optional `rerank` {candidates, fluency, encoder} and `project` {bank, temperature}."""
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype,
+                  encoder=None) -> "PrefixInverter":
+        """Spec keys: `source`; optional `rerank` {candidates, fluency, encoder} and `project` {bank, temperature}.
+
+        Reranking re-embeds candidates with `encoder` (the blender's own, so no second copy of CLIP is
+        loaded) unless `rerank.encoder` names another.
+        """
         from .encode import Encoder
         from .presets import resolve_source
 
         inv = cls.from_pretrained(resolve_source(spec["source"], base_dir), device=device)
         if spec.get("rerank"):
             opts = dict(spec["rerank"]) if isinstance(spec["rerank"], dict) else {}
-            enc_spec = opts.pop("encoder", None) or inv.config.get("encoder")
-            if enc_spec is None:
+            enc_spec = opts.pop("encoder", None)
+            if enc_spec is None and encoder is None:
+                enc_spec = inv.config.get("encoder")
+            if enc_spec is None and encoder is None:
                 raise ValueError("rerank needs the CLIP text encoder: give rerank.encoder in the preset "
                                  "(the inverter's inverter.json does not name one)")
-            inv.reranker = Reranker(Encoder.from_spec(enc_spec, base_dir, device, dtype), **opts)
+            inv.reranker = Reranker(Encoder.from_spec(enc_spec, base_dir, device, dtype) if enc_spec else encoder,
+                                    **opts)
         if spec.get("project"):
             inv.bank = CaptionBank.load(resolve_bank(spec["project"]["bank"], base_dir))
             inv.project_temperature = float(spec["project"].get("temperature", 0.01))
@@ -288,7 +296,7 @@ class Retrieval:
         self._emb = bank.embeddings.to(device)
 
     @classmethod
-    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "Retrieval":
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype, encoder=None) -> "Retrieval":
         opts = spec.get("options", {})
         return cls(CaptionBank.load(resolve_bank(spec["source"], base_dir)), bool(opts.get("project", False)),
                    opts.get("temperature", 0.01), device)

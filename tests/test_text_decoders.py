@@ -110,3 +110,22 @@ def test_rerank_from_a_preset_spec(inverter, enc):
                                  torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="candidates"):
         Reranker(enc, 0)
+
+
+def test_rerank_reuses_the_blenders_own_encoder(tmp_path):
+    """No second CLIP is loaded for reranking when the preset names none: the blender hands over its own."""
+    from pathlib import Path
+
+    from blend.presets import get_preset
+
+    spec = {k: v for k, v in get_preset("shapes-mini").items() if not k.startswith("_")}
+    base = Path(get_preset("shapes-mini")["_dir"])
+    for part in ("encoder", "image_decoder", "text_decoder"):
+        key = "model" if part == "encoder" else "source"
+        spec[part] = {**spec[part], key: "local-dir:" + str((base / spec[part][key].split(":", 1)[1]).resolve())}
+    spec["text_decoder"]["rerank"] = {"candidates": 4}
+    (tmp_path / "preset.json").write_text(json.dumps(spec))
+    b = blend.load(str(tmp_path), device="cpu")
+    assert b.text_decoder.reranker.encoder is b.encoder
+    assert b.decode_texts(b.encode_texts(["a small red circle on a blue background"])) == [
+        "a small red circle on a blue background"]
