@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"  # architectures registered with open_clip by file name
 MAX_PIXELS = 40_000_000  # larger images are refused before they are decoded
 MAX_BYTES = 50 * 2**20
 
@@ -49,6 +50,14 @@ def load_image(item, name: str = "image") -> Image.Image:
         raise ValueError(f"{name}: cannot read image ({e})") from e
 
 
+def register_model_configs() -> None:
+    """Make `open_clip.create_model("shapes-mini")` build blend's own architectures (weights come separately)."""
+    import open_clip
+
+    if "shapes-mini" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIGS)
+
+
 class Encoder:
     """OpenCLIP behind one calling convention: `encode_images` / `encode_texts` -> unit (N, D) float32 on CPU."""
 
@@ -69,6 +78,7 @@ class Encoder:
 
         from .presets import resolve_source
 
+        register_model_configs()
         model_name = spec["model"]
         if model_name.startswith("local-dir:"):
             model_name = "local-dir:" + resolve_source(model_name, base_dir)

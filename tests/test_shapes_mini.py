@@ -123,3 +123,19 @@ def test_huge_images_are_refused_before_decoding(mini, tmp_path):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'nope'.*shapes-mini"):
         blend.load("nope")
+
+
+def test_the_clip_is_an_open_clip_model_registered_by_name(mini):
+    import open_clip
+
+    from blend.encode import register_model_configs
+    from blend.presets import get_preset, resolve_source
+
+    register_model_configs()
+    assert "shapes-mini" in open_clip.list_models()
+    folder = resolve_source(get_preset("shapes-mini")["encoder"]["model"], get_preset("shapes-mini")["_dir"])
+    model = open_clip.create_model("shapes-mini", pretrained=f"{folder}/open_clip_model.safetensors").eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")  # the word tokenizer ships beside the weights
+    with torch.no_grad():
+        t = torch.nn.functional.normalize(model.encode_text(tokenizer(["a red circle"])), dim=-1)
+    assert torch.allclose(t, mini.encode_texts(["a red circle"], raw=True), atol=1e-5)

@@ -17,13 +17,7 @@ import torch.nn.functional as F
 from .. import world
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
-CLIP_CONFIG = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": world.SIZE, "layers": 3, "width": 128, "head_width": 32, "patch_size": 4,
-                   "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 16, "vocab_size": 21, "width": 128, "heads": 4, "layers": 3, "mlp_ratio": 2.0,
-                 "hf_tokenizer_name": "shapes-mini-words", "pool_type": "eos", "eos_id": 2, "pad_id": 0},
-}
+CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini.json").read_text())
 PREPROCESS_CONFIG = {"size": world.SIZE, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                      "interpolation": "bilinear", "resize_mode": "squash"}
 
