@@ -11,7 +11,7 @@ import time
 import torch
 
 import blend
-from blend.evaluate import fidelity, zero_shot
+from blend.evaluate import fidelity, gap_stats, zero_shot
 
 ROWS = [  # (key, label, floor asserted in tests, target)
     ("image_to_image", "image -> image", 0.90, 0.99),
@@ -43,6 +43,7 @@ def main():
     t = time.time()
     res = fidelity(b, n=args.n, seed=args.seed, steps=args.steps)
     zs = zero_shot(b)
+    gap = gap_stats(b)
     print(f"shapes-mini fidelity on {args.n} held-out scenes (seed {args.seed}), "
           f"steps={args.steps or b.image_decoder.config['steps']}, "
           f"guidance={b.image_decoder.config['guidance_scale']}, {time.time() - t:.0f} s\n")
@@ -54,9 +55,10 @@ def main():
         print(f"| {label:50s} | {res[key]:8.3f} | {f:>5s} | {g:>6s} |")
     print(f"\nCLIP zero-shot accuracy (500 scenes vs 336 captions): " +
           ", ".join(f"{k} {v:.3f}" for k, v in zs.items()))
+    print("modality gap, raw CLIP embeddings (300 scenes): " + ", ".join(f"{k} {v:.3f}" for k, v in gap.items()))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"fidelity": res, "zero_shot": zs}, fh, indent=2)
+            json.dump({"fidelity": res, "zero_shot": zs, "gap": gap}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,13 @@ def zero_shot(blender, n: int = 500, seed: int = 1234) -> dict:
            for k, a in enumerate(world.ATTRIBUTES)}
     out["all"] = _share(combos[p] == s.attributes for p, s in zip(pred, scenes))
     return out
+
+
+@torch.no_grad()
+def gap_stats(blender, n: int = 300, seed: int = 5) -> dict:
+    """The modality gap as CLIP leaves it: cos(image, its caption) and |mean(image) - mean(text)|, raw embeddings."""
+    scenes = world.sample_scenes(n, seed)
+    e = blender.encode_images([world.render(s) for s in scenes])
+    t = blender.encode_texts([world.caption(s) for s in scenes], raw=True)
+    return {"cos_image_caption": float((e * t).sum(-1).mean()), "mean_gap_norm": float((e.mean(0) - t.mean(0)).norm()),
+            "cos_image_image": float((e @ e.T).mean()), "cos_text_text": float((t @ t.T).mean())}

@@ -196,12 +196,32 @@ class Reading:
         return self.attributes == scene.attributes
 
 
+def _templates() -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Masks of every (shape, size, offset) the world can draw: (150, S, S) bool, and their (shape, size)."""
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        masks, labels = [], []
+        for shape in SHAPES:
+            for size in SIZES:
+                for dx in range(-MAX_SHIFT, MAX_SHIFT + 1):
+                    for dy in range(-MAX_SHIFT, MAX_SHIFT + 1):
+                        img = render(Scene("white", "black", shape, size, dx, dy))
+                        masks.append(np.asarray(img)[..., 0] > 128)
+                        labels.append((shape, size))
+        _TEMPLATES = (np.stack(masks), labels)
+    return _TEMPLATES
+
+
+_TEMPLATES = None
+
+
 def read_attributes(image: Image.Image) -> Reading:
     """Read colour, background, shape and size back from an image of the world (any size, downscaled to S).
 
     Background: the commonest palette colour on the border. Colour: the commonest other palette colour.
-    Size: the extent of that colour's largest blob (small 2r = 11.5 px, large 2r = 21.8 px at S = 32).
-    Shape: how much of its bounding box the blob fills (square 1, circle pi/4, triangle 1/2).
+    Shape and size: the drawable shape (any shape, size and offset of the world's spec) whose mask best
+    overlaps that colour's largest blob (intersection over union), so soft or slightly rounded edges in a
+    decoded image do not flip a triangle into a circle.
     """
     img = image.convert("RGB")
     if img.size != (SIZE, SIZE):
@@ -213,18 +233,11 @@ def read_attributes(image: Image.Image) -> Reading:
     if inner.size < 8:
         return Reading(None, COLORS[bg], None, None)
     fg = int(np.bincount(inner, minlength=len(COLORS)).argmax())
-    blob = _largest_component(labels == fg)
-    ys, xs = np.nonzero(blob)
-    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    extent = max(h, w)
-    size = "large" if extent >= 16.5 else "small"
-    fill = blob.sum() / float(h * w)
-    if fill > 0.9:
-        shape = "square"
-    elif fill < 0.64:
-        shape = "triangle"
-    else:
-        shape = "circle"
+    blob = _largest_component(labels == fg)  # (S, S)
+    masks, names = _templates()
+    inter = (masks & blob).sum((1, 2))
+    union = (masks | blob).sum((1, 2))
+    shape, size = names[int((inter / union).argmax())]
     return Reading(COLORS[fg], COLORS[bg], shape, size)
 
 

@@ -1,6 +1,7 @@
 """Draw the README's pictures from the shipped shapes-mini bundle: python docs/make_pictures.py"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ def banner(img: Image.Image, text: str) -> Image.Image:
 
 def main():
     torch.set_num_threads(2)
-    b = blend.load("shapes-mini", device="cpu")
+    b = blend.load(os.environ.get("BLEND_PRESET", "shapes-mini"), device="cpu")
     x = world.Scene("red", "white", "circle", "large", 1, -1)
     e = b.encode_images([world.render(x)])
     m = blend.mix(torch.cat([e, b.encode_texts(["red", "green"])]), [1, -1, 1])
@@ -42,8 +43,8 @@ def main():
     anchors = b.encode_texts(["a small red circle on a black background", "a small blue circle on a black background",
                               "a large red square on a black background"])
     g = blend.plane(anchors[0], anchors[1], anchors[2], 5).reshape(25, -1)
-    banner(grid(b.decode_images(g, seed=0, size=64), cols=5),
-           "plane through red circle (top left), blue circle (top right), large red square (bottom left)").save(
+    banner(grid(b.decode_images(g, seed=0, size=72), cols=5),
+           "a: red circle | b: blue circle | c: large red square").save(
         HERE / "plane.png")
     print("wrote docs/blend.png, docs/path.png, docs/plane.png")
 

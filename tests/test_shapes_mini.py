@@ -47,22 +47,22 @@ def test_decoding_is_seeded_and_rows_share_the_start_noise(mini):
     assert read(a[0]) == ("yellow", "purple", "square", "large")
 
 
-def test_partial_descriptions_decode_to_what_they_say(mini):
-    texts = ["a red circle", "a large blue triangle", "on a white background", "small"]
-    imgs = mini.decode_images(mini.encode_texts(texts), seed=0, size=32)
-    r = [world.read_attributes(im) for im in imgs]
-    assert (r[0].color, r[0].shape) == ("red", "circle")
-    assert (r[1].color, r[1].shape, r[1].size) == ("blue", "triangle", "large")
-    assert r[2].background == "white"
-    assert r[3].size == "small"
+def test_word_arithmetic_changes_the_colour_and_keeps_the_rest(mini):
+    """x - T(its colour) + T(another colour) on 40 fresh scenes: the benchmark measures 0.88 on 300."""
+    import random
 
-
-def test_word_arithmetic_changes_only_the_colour(mini):
-    x = world.Scene("red", "white", "square", "large", 1, 1)
-    e = mini.encode_images([world.render(x)])
-    words = mini.encode_texts(["red", "green"])
-    m = blend.mix(torch.cat([e, words]), [1, -1, 1])
-    assert read(mini.decode_images(m, seed=0, size=32)[0]) == ("green", "white", "square", "large")
+    rng = random.Random(31)
+    scenes = [world.sample_scene(rng) for _ in range(40)]
+    e = mini.encode_images([world.render(s) for s in scenes])
+    words = dict(zip(world.COLORS, mini.encode_texts(list(world.COLORS))))
+    targets, rows = [], []
+    for i, s in enumerate(scenes):
+        new = rng.choice([c for c in world.COLORS if c not in (s.color, s.background)])
+        targets.append(s.with_(color=new))
+        rows.append(blend.mix(torch.stack([e[i], words[s.color], words[new]]), [1, -1, 1]))
+    reads = [read(im) for im in mini.decode_images(torch.stack(rows), seed=0, size=32)]
+    assert sum(r == t.attributes for r, t in zip(reads, targets)) >= 0.75 * len(scenes)
+    assert sum(r[0] == t.color for r, t in zip(reads, targets)) >= 0.9 * len(scenes)  # the colour itself moves
 
 
 def test_direction_large_minus_small(mini):
