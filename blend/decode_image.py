@@ -5,6 +5,11 @@ import torch
 import torch.nn.functional as F
 
 
+def unet_condition(emb: torch.Tensor) -> dict:
+    """How a (B, D) embedding is fed to the mini UNet: class embedding and a one-token cross-attention context."""
+    return {"class_labels": emb, "encoder_hidden_states": emb[:, None, :]}
+
+
 @torch.no_grad()
 def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, seed: int, config: dict,
                   scheduler_config: dict | None = None, scheduler=None, progress: bool = False) -> torch.Tensor:
@@ -14,8 +19,6 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     so rows differ only by what their embeddings mean.
     """
     from diffusers import DPMSolverMultistepScheduler
-
-    from .train.unclip import unet_condition
 
     if scheduler is None:
         scheduler = DPMSolverMultistepScheduler(**scheduler_config, algorithm_type="dpmsolver++", solver_order=2)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
+from ..decode_image import unet_condition
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 UNSHUFFLE = 4
@@ -52,11 +53,6 @@ def build_unet(config: dict = UNET_CONFIG):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**config)
-
-
-def unet_condition(emb: torch.Tensor) -> dict:
-    """How a (B, D) embedding is fed to the UNet: class embedding and a one-token cross-attention context."""
-    return {"class_labels": emb, "encoder_hidden_states": emb[:, None, :]}
 
 
 def conditioning_batch(clip, tokenizer, scenes, rng: random.Random, noise: float, drop: float) -> torch.Tensor:
