@@ -144,10 +144,12 @@ def direction(pos, neg) -> torch.Tensor:
 def apply_directions(base: torch.Tensor, directions, strengths: Sequence[float]) -> torch.Tensor:
     """normalize(base + sum_i strength_i * direction_i) -> (D,) unit vector."""
     base = normalize(_as_matrix(base, "base")[0])
-    dirs = torch.as_tensor(directions, dtype=torch.float32) if not isinstance(directions, (list, tuple)) else (
-        torch.stack([torch.as_tensor(d, dtype=torch.float32) for d in directions]) if directions else
-        torch.zeros(0, base.shape[0]))
-    dirs = dirs.reshape(-1, base.shape[0]) if dirs.numel() else torch.zeros(0, base.shape[0])
+    if torch.is_tensor(directions) and directions.ndim == 1:
+        directions = directions[None]
+    rows = [torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in directions]  # (K, D) tensor or K vectors
+    dirs = torch.stack(rows) if rows else torch.zeros(0, base.shape[0])  # zero directions are allowed: no move
+    if dirs.shape[1] != base.shape[0]:
+        raise ValueError(f"directions are {dirs.shape[1]}-d but base is {base.shape[0]}-d")
     s = torch.as_tensor([float(x) for x in strengths], dtype=torch.float32)
     if s.numel() != dirs.shape[0]:
         raise ValueError(f"{dirs.shape[0]} directions but {s.numel()} strengths: give one strength per direction")
