@@ -14,7 +14,7 @@ PAD, UNK, EOS, BOS = "[PAD]", "[UNK]", "[EOS]", "[BOS]"
 SPECIALS = (PAD, UNK, EOS, BOS)  # ids 0..3: pad 0 (open_clip pad_id), eos 2 (open_clip eos_id)
 
 
-def build_word_tokenizer(words=VOCAB_WORDS):
+def build_word_tokenizer(words=VOCAB_WORDS, max_length: int = 16):
     """A `PreTrainedTokenizerFast`: lowercase, drop punctuation, split on whitespace, [BOS] text [EOS]."""
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
@@ -31,11 +31,11 @@ def build_word_tokenizer(words=VOCAB_WORDS):
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, unk_token=UNK, eos_token=EOS, bos_token=BOS,
-        model_max_length=16, padding_side="right",
+        model_max_length=max_length, padding_side="right",
     )
 
 
-def save_word_tokenizer(folder: str | Path, words=VOCAB_WORDS):
-    tok = build_word_tokenizer(words)
+def save_word_tokenizer(folder: str | Path, words=VOCAB_WORDS, max_length: int = 16):
+    tok = build_word_tokenizer(words, max_length)
     tok.save_pretrained(str(folder))
     return tok
