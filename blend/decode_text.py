@@ -72,7 +72,7 @@ class PrefixInverter(nn.Module):
         loaded) unless `rerank.encoder` names another.
         """
         from .encode import Encoder
-        from .presets import resolve_source
+        from .sources import resolve_source
 
         inv = cls.from_pretrained(resolve_source(spec["source"], base_dir), device=device)
         if spec.get("rerank"):
@@ -274,7 +274,7 @@ def read_captions(captions) -> list[str]:
 
 
 def resolve_bank(source: str, base_dir) -> Path:
-    from .gap import optional_file
+    from .sources import optional_file
 
     path = optional_file(source, base_dir)
     if path is None:

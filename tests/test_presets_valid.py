@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blend.blender import GAP_MAPS, IMAGE_DECODERS, TEXT_DECODERS, _import
-from blend.decode_image import OFFLOAD
+from blend.decoders.common import OFFLOAD
 from blend.presets import PRESETS_DIR, scan
 
 FILES = sorted(PRESETS_DIR.glob("*.json"))
