@@ -283,6 +283,45 @@ def resolve_bank(source: str, base_dir) -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """Where blend writes what it builds on first use when the preset's folder is read-only."""
+    import os
+
+    return Path(os.environ.get("BLEND_HOME", Path.home() / ".config" / "blend")) / "cache"
+
+
+def first_use_bank(spec: dict, base_dir, encoder) -> "CaptionBank":
+    """The preset's caption bank: its file, a cached build, or (first use) embedded now from `captions`, once.
+
+    The build shows a progress bar and is written where the preset names it, or to `cache_dir()` when that
+    folder is read-only, so the next load reads it back.
+    """
+    from .sources import local_file_target, optional_file
+
+    found = optional_file(spec["source"], base_dir)
+    target = local_file_target(spec["source"], base_dir)
+    cached = cache_dir() / target.name if target is not None else None
+    if found is None and cached is not None and cached.is_file():
+        found = cached
+    if found is not None:
+        return CaptionBank.load(found)
+    captions = spec.get("captions")
+    if not captions or encoder is None or target is None:
+        return CaptionBank.load(resolve_bank(spec["source"], base_dir))  # raises, naming `blend index`
+    src = optional_file(captions, base_dir)
+    if src is None:
+        raise ValueError(f"text_decoder.captions {captions!r} does not exist: the caption list ships in models/captions/")
+    import sys
+
+    print(f"building the caption bank for retrieval once ({src.name}); it is cached at {target}", file=sys.stderr)
+    bank = CaptionBank.build(encoder, src, progress=True)
+    try:
+        bank.save(target)
+    except OSError:
+        bank.save(cached)
+    return bank
+
+
 class Retrieval:
     """A text decoder that needs no training: the bank caption nearest each embedding (cosine).
 
@@ -297,8 +336,10 @@ class Retrieval:
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype, encoder=None) -> "Retrieval":
+        """Spec keys: `source` (the bank file); `captions` (a caption list to build it from on first use);
+        `options` {project, temperature}."""
         opts = spec.get("options", {})
-        return cls(CaptionBank.load(resolve_bank(spec["source"], base_dir)), bool(opts.get("project", False)),
+        return cls(first_use_bank(spec, base_dir, encoder), bool(opts.get("project", False)),
                    opts.get("temperature", 0.01), device)
 
     @torch.no_grad()

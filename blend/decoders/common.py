@@ -114,6 +114,13 @@ def check_scale(value) -> float:
     return float(value)
 
 
+def check_output_type(value) -> str:
+    """"pil" (PIL images, the default), "np" (float arrays in [0, 1]) or "pt" (tensors): what the pipeline returns."""
+    if value not in ("pil", "np", "pt"):
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {value!r}")
+    return value
+
+
 def probe_images(n: int = 16, size: int = 224):
     """n procedural images (scenes of the shapes world, drawn at `size`): a stand-in when no images are given."""
     from .. import world

@@ -5,8 +5,8 @@ import torch
 
 from ..priors import read_model_tensors, zero_image_embed
 from ..sources import resolve_source
-from .common import (check_int, check_scale, norm_from_moments, place, pretrained_kwargs, read_stats, resolve_norm,
-                     shared_noise, use_sdpa)
+from .common import (check_int, check_output_type, check_scale, norm_from_moments, place, pretrained_kwargs,
+                     read_stats, resolve_norm, shared_noise, use_sdpa)
 
 
 class Kandinsky22:
@@ -89,7 +89,7 @@ class Kandinsky22:
 
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
                  height: int | None = None, width: int | None = None, negative_image_embeds=None,
-                 progress: bool = False):
+                 progress: bool = False, output_type: str = "pil"):
         from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_height_and_width
 
         c = self.config
@@ -106,7 +106,8 @@ class Kandinsky22:
         out = self.pipe(image_embeds=(emb.float() * self.embed_norm).to(device, dtype),
                         negative_image_embeds=neg.to(device, dtype), num_inference_steps=steps,
                         guidance_scale=scale, height=height, width=width, latents=latents,
-                        generator=torch.Generator("cpu").manual_seed(int(seed)))
+                        generator=torch.Generator("cpu").manual_seed(int(seed)),
+                        output_type=check_output_type(output_type))
         return out.images
 
     def enable_offload(self, mode: str = "model"):

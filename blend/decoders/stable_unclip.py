@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..sources import resolve_source
-from .common import (check_int, check_scale, norm_from_moments, place, pretrained_kwargs, probe_images, read_stats,
-                     resolve_norm, shared_noise, use_sdpa)
+from .common import (check_int, check_output_type, check_scale, norm_from_moments, place, pretrained_kwargs,
+                     probe_images, read_stats, resolve_norm, shared_noise, use_sdpa)
 
 
 class StableUnCLIP:
@@ -61,7 +61,8 @@ class StableUnCLIP:
 
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
                  noise_level: int | None = None, height: int | None = None, width: int | None = None,
-                 prompt: str | None = None, negative_prompt: str | None = None, progress: bool = False):
+                 prompt: str | None = None, negative_prompt: str | None = None, progress: bool = False,
+                 output_type: str = "pil"):
         c = self.config
         steps = check_int("steps", steps if steps is not None else c["steps"], 1, 1000)
         scale = check_scale(c["guidance_scale"] if guidance_scale is None else guidance_scale)
@@ -80,7 +81,8 @@ class StableUnCLIP:
         out = self.pipe(image_embeds=(emb.float() * self.embed_norm).to(device, dtype), prompt=[prompt] * n,
                         negative_prompt=None if negative_prompt is None else [negative_prompt] * n,
                         num_inference_steps=steps, guidance_scale=scale, noise_level=noise_level, height=height,
-                        width=width, latents=latents, generator=torch.Generator("cpu").manual_seed(int(seed)))
+                        width=width, latents=latents, generator=torch.Generator("cpu").manual_seed(int(seed)),
+                        output_type=check_output_type(output_type))
         return out.images
 
     def enable_offload(self, mode: str = "model"):
