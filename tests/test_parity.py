@@ -35,6 +35,10 @@ def start_latents(channels: int, side: int, seed: int) -> torch.Tensor:
     return torch.randn((1, channels, side, side), generator=seeded(seed))
 
 
+def unclip_latents(pipe, seed: int) -> torch.Tensor:
+    return start_latents(4, SIZE["height"] // pipe.vae_scale_factor, seed)
+
+
 def kandinsky_side(pipe) -> int:
     from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_height_and_width
 
@@ -71,7 +75,7 @@ def test_stable_unclip_gives_the_upstream_pixels(unclip, noise_level):
     emb = unit(1, seed=1)
     ours = dec(emb, seed=3, noise_level=noise_level, output_type="np")
     theirs = pipe(image_embeds=emb * dec.embed_norm, prompt="", num_inference_steps=2, guidance_scale=10.0,
-                  noise_level=noise_level, latents=start_latents(4, SIZE['height'] // pipe.vae_scale_factor, 3), generator=seeded(3), output_type="np",
+                  noise_level=noise_level, latents=unclip_latents(pipe, 3), generator=seeded(3), output_type="np",
                   **SIZE).images
     assert np.abs(ours - theirs).max() <= TOL
     assert np.abs(ours - dec(emb, seed=4, noise_level=noise_level, output_type="np")).max() > 0.01  # not vacuous
@@ -83,7 +87,8 @@ def test_kandinsky_gives_the_upstream_pixels(kandinsky):
     ours = dec(emb, seed=5, output_type="np")
     # the upstream default negative: the prior's embedding of a blank image (negative_prompt=None)
     theirs = pipe(image_embeds=emb * dec.embed_norm, negative_image_embeds=prior.get_zero_embed(1),
-                  num_inference_steps=2, guidance_scale=4.0, latents=start_latents(4, kandinsky_side(pipe), 5), generator=seeded(5),
+                  num_inference_steps=2, guidance_scale=4.0, latents=start_latents(4, kandinsky_side(pipe), 5),
+                  generator=seeded(5),
                   output_type="np", **SIZE).images
     assert np.abs(ours - theirs).max() <= TOL
     assert np.abs(ours - dec(unit(1, seed=9), seed=5, output_type="np")).max() > 0.01
@@ -105,7 +110,8 @@ def test_karlo_prior_text_path_matches_stable_unclip_pipeline(tmp_path, monkeypa
     """unclip-l's text terms: the Karlo prior exactly as diffusers' StableUnCLIPPipeline runs it."""
     parts = tiny.karlo_components(tmp_path)
     source, text_encoder = tiny.save_karlo(tmp_path, parts)
-    gap = PriorGap.from_spec({"prior": "karlo", "source": f"local-dir:{source}", "text_encoder": f"local-dir:{text_encoder}",
+    gap = PriorGap.from_spec({"prior": "karlo", "source": f"local-dir:{source}",
+                              "text_encoder": f"local-dir:{text_encoder}",
                               "options": {"steps": 2, "seed": 0}}, tmp_path,
                              type("B", (), {"device": CPU, "dtype": torch.float32})())
     ours = gap.embed_texts(["a red cat", "a blue dog"])
@@ -135,7 +141,7 @@ def test_blend_restores_the_scale_a_unit_embedding_lacks(unclip):
     emb = unit(1, seed=1)
     ours = dec(emb, seed=3, output_type="np")
     bare = pipe(image_embeds=emb, prompt="", num_inference_steps=2, guidance_scale=10.0, noise_level=0,
-                latents=start_latents(4, SIZE['height'] // pipe.vae_scale_factor, 3), generator=seeded(3), output_type="np", **SIZE).images
+                latents=unclip_latents(pipe, 3), generator=seeded(3), output_type="np", **SIZE).images
     assert dec.embed_norm > 1.5
     assert np.abs(ours - bare).max() > 0.01
 
@@ -143,7 +149,7 @@ def test_blend_restores_the_scale_a_unit_embedding_lacks(unclip):
 def test_mix_normalises_weights_where_kandinsky_interpolate_sums_them(kandinsky):
     """KandinskyV22PriorPipeline.interpolate returns sum(w_i * raw_i): its norm follows the weights and shrinks as
     terms disagree. blend.mix works on unit vectors and returns a unit vector (then rescaled to embed_norm), so
-    `[1, 1]` and `[0.5, 0.5]` mean the same blend and every result reaches the decoder at the scale it was trained on."""
+    `[1, 1]` and `[0.5, 0.5]` mean the same blend, and every result reaches the decoder at its trained scale."""
     _, prior, dec, _ = kandinsky
     images = tiny.probe_images(2, size=32)
     with torch.no_grad():
