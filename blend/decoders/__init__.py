@@ -5,18 +5,9 @@ Modules are imported on first use, so loading shapes-mini never imports a real p
 """
 from __future__ import annotations
 
-import importlib
-
 IMAGE_DECODERS = {
     "mini-unclip": "blend.decoders.mini:MiniUnCLIP",
     "stable-unclip": "blend.decoders.stable_unclip:StableUnCLIP",
     "kandinsky-2.2": "blend.decoders.kandinsky:Kandinsky22",
 }
 
-
-def decoder_class(kind: str):
-    """The class registered for a decoder `type`; ValueError naming the known types otherwise."""
-    if kind not in IMAGE_DECODERS:
-        raise ValueError(f"unknown image_decoder type {kind!r}; known: {sorted(IMAGE_DECODERS)}")
-    module, name = IMAGE_DECODERS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
