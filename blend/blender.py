@@ -7,15 +7,12 @@ from typing import Sequence
 import torch
 
 from . import ops
+from .decoders import IMAGE_DECODERS
 from .encode import Encoder
 from .presets import get_preset
+from .sources import check_reachable
 
-# decoder `type` in a preset -> "module:Class"; each class has from_spec(spec, base_dir, device, dtype)
-IMAGE_DECODERS = {
-    "mini-unclip": "blend.decode_image:MiniUnCLIP",
-    "stable-unclip": "blend.decode_image:StableUnCLIP",
-    "kandinsky-2.2": "blend.decode_image:Kandinsky22",
-}
+# image decoders: blend.decoders.IMAGE_DECODERS, `type` -> "module:Class" with from_spec(spec, base_dir, device, dtype)
 # text decoders' from_spec also takes `encoder=`: the blender's own, for those that re-embed text (rerank)
 TEXT_DECODERS = {
     "prefix-inverter": "blend.decode_text:PrefixInverter",
@@ -50,6 +47,7 @@ class Blender:
         self.preset = preset
         self.name = preset["name"]
         self.device, self.dtype = pick_device(device)
+        check_reachable(preset)  # offline and not cached: one clear ValueError now, not minutes of retries
         self.encoder = Encoder.from_spec(preset["encoder"], preset["_dir"], self.device, self.dtype)
         self.embed_dim = self.encoder.embed_dim
         self._image_decoder = None

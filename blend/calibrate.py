@@ -1,7 +1,7 @@
 """Measure, once per preset, the statistics real decoders need: `blend calibrate` and `blend index`.
 
 A preset's stats file (safetensors beside the preset) holds, from the preset's own encoder:
-  image_norm  mean L2 norm of raw image embeddings: the scale image decoders restore (see decode_image.py)
+  image_norm  mean L2 norm of raw image embeddings: the scale image decoders restore (see blend/decoders/common.py)
   shift       mean(image) - mean(text) of unit embeddings: the `mean-shift` gap map (Liang et al. 2022)
   zero_image  raw embedding of the all-zero pixel tensor: Kandinsky's default negative image embedding
   linear.*    with paired data, ridge-regressed maps text -> image and image -> text (the `linear` gap map)
@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 import torch
+
+from .sources import local_file_target
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -73,9 +75,9 @@ def default_stats_path(preset: dict) -> Path | None:
     for spec in (preset.get("image_decoder", {}), preset.get("gap", {})):
         for key in ("stats", "source", "to_text_source"):
             src = spec.get(key)
-            if src and src.startswith("local-dir:") and src.endswith(".safetensors"):
-                path = Path(src[len("local-dir:"):])
-                return path if path.is_absolute() else Path(preset["_dir"]) / path
+            path = local_file_target(src, preset["_dir"])
+            if path is not None and path.suffix == ".safetensors":
+                return path
     return None
 
 
@@ -104,11 +106,7 @@ def calibrate(blender, images, captions, out: str | os.PathLike | None = None, p
 
 def default_bank_path(preset: dict) -> Path | None:
     spec = preset.get("text_decoder", {})
-    src = spec.get("source", "")
-    if spec.get("type") == "retrieval" and src.startswith("local-dir:"):
-        path = Path(src[len("local-dir:"):])
-        return path if path.is_absolute() else Path(preset["_dir"]) / path
-    return None
+    return local_file_target(spec.get("source"), preset["_dir"]) if spec.get("type") == "retrieval" else None
 
 
 def index(blender, captions, out: str | os.PathLike | None = None, progress: bool = True) -> Path:

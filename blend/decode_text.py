@@ -72,7 +72,7 @@ class PrefixInverter(nn.Module):
         loaded) unless `rerank.encoder` names another.
         """
         from .encode import Encoder
-        from .presets import resolve_source
+        from .sources import resolve_source
 
         inv = cls.from_pretrained(resolve_source(spec["source"], base_dir), device=device)
         if spec.get("rerank"):
@@ -274,13 +274,52 @@ def read_captions(captions) -> list[str]:
 
 
 def resolve_bank(source: str, base_dir) -> Path:
-    from .gap import optional_file
+    from .sources import optional_file
 
     path = optional_file(source, base_dir)
     if path is None:
         raise ValueError(f"caption bank {source!r} does not exist yet: build it with "
                          f"`blend index CAPTIONS.txt --preset PRESET --out <that path>`")
     return path
+
+
+def cache_dir() -> Path:
+    """Where blend writes what it builds on first use when the preset's folder is read-only."""
+    import os
+
+    return Path(os.environ.get("BLEND_HOME", Path.home() / ".config" / "blend")) / "cache"
+
+
+def first_use_bank(spec: dict, base_dir, encoder) -> "CaptionBank":
+    """The preset's caption bank: its file, a cached build, or (first use) embedded now from `captions`, once.
+
+    The build shows a progress bar and is written where the preset names it, or to `cache_dir()` when that
+    folder is read-only, so the next load reads it back.
+    """
+    from .sources import local_file_target, optional_file
+
+    found = optional_file(spec["source"], base_dir)
+    target = local_file_target(spec["source"], base_dir)
+    cached = cache_dir() / target.name if target is not None else None
+    if found is None and cached is not None and cached.is_file():
+        found = cached
+    if found is not None:
+        return CaptionBank.load(found)
+    captions = spec.get("captions")
+    if not captions or encoder is None or target is None:
+        return CaptionBank.load(resolve_bank(spec["source"], base_dir))  # raises, naming `blend index`
+    src = optional_file(captions, base_dir)
+    if src is None:
+        raise ValueError(f"text_decoder.captions {captions!r} does not exist: the caption list ships in models/captions/")
+    import sys
+
+    print(f"building the caption bank for retrieval once ({src.name}); it is cached at {target}", file=sys.stderr)
+    bank = CaptionBank.build(encoder, src, progress=True)
+    try:
+        bank.save(target)
+    except OSError:
+        bank.save(cached)
+    return bank
 
 
 class Retrieval:
@@ -297,8 +336,10 @@ class Retrieval:
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype, encoder=None) -> "Retrieval":
+        """Spec keys: `source` (the bank file); `captions` (a caption list to build it from on first use);
+        `options` {project, temperature}."""
         opts = spec.get("options", {})
-        return cls(CaptionBank.load(resolve_bank(spec["source"], base_dir)), bool(opts.get("project", False)),
+        return cls(first_use_bank(spec, base_dir, encoder), bool(opts.get("project", False)),
                    opts.get("temperature", 0.01), device)
 
     @torch.no_grad()

@@ -76,12 +76,12 @@ class Encoder:
     def from_spec(cls, spec: dict, base_dir: str | Path, device: torch.device, dtype: torch.dtype) -> "Encoder":
         import open_clip
 
-        from .presets import resolve_source
+        from .sources import LOCAL, is_local, resolve_source
 
         register_model_configs()
         model_name = spec["model"]
-        if model_name.startswith("local-dir:"):
-            model_name = "local-dir:" + resolve_source(model_name, base_dir)
+        if is_local(model_name):
+            model_name = LOCAL + resolve_source(model_name, base_dir)
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=spec.get("pretrained"), device=device,
             precision="fp16" if dtype == torch.float16 else "fp32")

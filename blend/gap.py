@@ -5,11 +5,10 @@ are mixed or decoded into images; `to_text` carries blend-space points to where 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .ops import normalize
+from .sources import optional_file, resolve_source
 
 
 class NoGap:
@@ -52,13 +51,7 @@ class MeanShift:
         return normalize(e - self.shift.to(e))
 
 
-def optional_file(source: str | None, base_dir) -> Path | None:
-    """The file a `local-dir:` / absolute source names, or None when it has not been written yet."""
-    if not source:
-        return None
-    path = Path(source.removeprefix("local-dir:"))
-    path = path if path.is_absolute() else Path(base_dir) / path
-    return path if path.is_file() else None
+SHIPPED_CAPTIONS = "models/captions/general.txt"
 
 
 class Uncalibrated:
@@ -72,9 +65,10 @@ class Uncalibrated:
 
     def to_image(self, t: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
         raise ValueError(
-            f"texts cannot be mixed with preset {self.preset!r} yet: its gap map {self.path} has not been measured. "
-            f"Run `blend calibrate {self.preset} --images DIR --captions FILE` once (any few hundred images and "
-            f"captions of similar content)")
+            f"texts cannot be mixed with preset {self.preset!r} yet: its gap map {self.path} has not been measured, "
+            f"and it cannot be built offline (it needs real images, which blend does not ship). Run once: "
+            f"`blend calibrate {self.preset} --images DIR --captions {SHIPPED_CAPTIONS}` with a few hundred of "
+            f"your own images (image-only mixes work meanwhile)")
 
     def to_text(self, e: torch.Tensor) -> torch.Tensor:
         return e
@@ -131,7 +125,9 @@ class LinearMap:
 
 
 class PriorGap:
-    """Text terms through a diffusion prior (Kandinsky 2.2's `KandinskyV22PriorPipeline`), seeded.
+    """Text terms through a diffusion prior, seeded: Kandinsky 2.2's `KandinskyV22PriorPipeline` (`"prior":
+    "kandinsky-2.2"`, the default) or the Karlo prior that diffusers' `StableUnCLIPPipeline` runs before
+    Stable unCLIP small (`"prior": "karlo"`, with `text_encoder`, a CLIP ViT-L-14 in transformers format).
 
     The prior reads the text itself (its token states, not only the pooled embedding), so `to_image` needs
     the texts behind the embeddings, which `Blender.encode_texts` hands over. Each text runs alone
@@ -139,44 +135,58 @@ class PriorGap:
     `to_text` is the identity, or a measured mean shift when `to_text_source` names one.
     """
 
-    DEFAULTS = {"steps": 25, "guidance_scale": 4.0, "seed": 0}  # KandinskyV22PriorPipeline's defaults
+    DEFAULTS = {"steps": 25, "guidance_scale": 4.0, "seed": 0}  # both upstream pipelines' prior defaults
+    KINDS = ("kandinsky-2.2", "karlo")
 
     def __init__(self, source: str, options: dict, device, dtype, offload: str | None = None,
-                 back: "MeanShift | None" = None):
+                 back: "MeanShift | None" = None, kind: str = "kandinsky-2.2", text_encoder: str | None = None,
+                 use_safetensors: bool = True):
+        if kind not in self.KINDS:
+            raise ValueError(f"gap prior must be one of {self.KINDS}, got {kind!r}")
+        if kind == "karlo" and not text_encoder:
+            raise ValueError("gap prior 'karlo' needs `text_encoder` (e.g. openai/clip-vit-large-patch14)")
         self.source, self.options, self.device, self.dtype, self.offload = source, options, device, dtype, offload
-        self.back = back
+        self.back, self.kind, self.text_encoder, self.use_safetensors = back, kind, text_encoder, use_safetensors
         self._pipe = None
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, blender) -> "PriorGap":
         from safetensors.torch import load_file
 
-        from .presets import resolve_source
-
         back = optional_file(spec.get("to_text_source"), base_dir)
-        gap = cls(resolve_source(spec["source"], base_dir), {**cls.DEFAULTS, **spec.get("options", {})},
-                  blender.device, blender.dtype, spec.get("offload"),
-                  MeanShift(load_file(str(back))["shift"]) if back else None)
-        return gap
+        text_encoder = spec.get("text_encoder")
+        return cls(resolve_source(spec["source"], base_dir), {**cls.DEFAULTS, **spec.get("options", {})},
+                   blender.device, blender.dtype, spec.get("offload"),
+                   MeanShift(load_file(str(back))["shift"]) if back else None, spec.get("prior", "kandinsky-2.2"),
+                   resolve_source(text_encoder, base_dir) if text_encoder else None,
+                   bool(spec.get("use_safetensors", True)))
 
     @property
     def pipe(self):
         if self._pipe is None:
-            from .decode_image import load_kandinsky_prior
+            from .priors import load_kandinsky_prior, load_karlo_prior
 
-            self._pipe = load_kandinsky_prior(self.source, self.device, self.dtype, self.offload)
+            if self.kind == "karlo":
+                self._pipe = load_karlo_prior(self.source, self.text_encoder, self.device, self.dtype,
+                                              self.use_safetensors)
+            else:
+                self._pipe = load_kandinsky_prior(self.source, self.device, self.dtype, self.offload)
         return self._pipe
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """Texts -> (N, D) unit image embeddings predicted by the prior, one seeded run per text."""
         out = []
+        steps, scale = int(self.options["steps"]), float(self.options["guidance_scale"])
         for text in texts:
             g = torch.Generator("cpu").manual_seed(int(self.options["seed"]))
+            if self.kind == "karlo":
+                out.append(self.pipe(text, generator=g, steps=steps, guidance_scale=scale).float().cpu())
+                continue
             # negative_prompt="" keeps the prior from embedding a blank image with its own image encoder,
             # which this map does not load; the text's own output is the same kind of sample either way
-            res = self.pipe(text, negative_prompt="", generator=g, num_inference_steps=int(self.options["steps"]),
-                            guidance_scale=float(self.options["guidance_scale"]), output_type="pt")
+            res = self.pipe(text, negative_prompt="", generator=g, num_inference_steps=steps, guidance_scale=scale,
+                            output_type="pt")
             out.append(res.image_embeds.float().cpu())
         return normalize(torch.cat(out))
 

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from .sources import is_local, local_path, resolve_source  # noqa: F401  (resolve_source: public here too)
+
 MODELS_DIR = Path(os.environ.get("BLEND_MODELS", Path(__file__).resolve().parent.parent / "models"))
 PRESETS_DIR = MODELS_DIR / "presets"
 REQUIRED = ("name", "encoder", "image_decoder", "text_decoder")
@@ -48,22 +50,9 @@ def get_preset(name_or_path: str | os.PathLike) -> dict:
     registry = scan()
     if name in registry:
         return registry[name]
-    path = Path(name.removeprefix("local-dir:"))
+    path = local_path(name, Path.cwd()) if is_local(name) else Path(name)
     if path.is_file() and path.suffix == ".json":
         return _read(path)
     if path.is_dir() and (path / "preset.json").is_file():
         return _read(path / "preset.json")
     raise ValueError(f"unknown preset {name!r}: choose one of {sorted(registry)} or give a folder with preset.json")
-
-
-def resolve_source(source: str, base_dir: str | Path) -> str:
-    """`local-dir:rel` -> an absolute folder path; hub ids and `hf-hub:` ids pass through."""
-    if source.startswith("local-dir:"):
-        path = Path(source[len("local-dir:"):])
-        if not path.is_absolute():
-            path = Path(base_dir) / path
-        if not path.exists():
-            hint = " (train it with `blend train shapes-mini`)" if "shapes-mini" in str(path) else ""
-            raise ValueError(f"model folder {path} does not exist (from source {source!r}){hint}")
-        return str(path.resolve())
-    return source.removeprefix("hf-hub:")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blend.blender import GAP_MAPS, IMAGE_DECODERS, TEXT_DECODERS, _import
-from blend.decode_image import OFFLOAD
+from blend.decoders.common import OFFLOAD
 from blend.presets import PRESETS_DIR, scan
 
 FILES = sorted(PRESETS_DIR.glob("*.json"))
@@ -102,4 +102,9 @@ def test_real_presets_name_the_models_of_the_issue():
         assert (p["image_decoder"]["type"], p["image_decoder"]["source"]) == (dec_type, source)
     assert presets["kandinsky-2.2"]["gap"]["type"] == "prior"
     assert presets["kandinsky-2.2"]["gap"]["source"] == "kandinsky-community/kandinsky-2-2-prior"
-    assert {presets[n]["gap"]["type"] for n in ("unclip-h", "unclip-l")} == {"mean-shift"}
+    assert presets["unclip-h"]["gap"]["type"] == "mean-shift"  # no public ViT-H prior: measured by `blend calibrate`
+    karlo = presets["unclip-l"]["gap"]  # the prior diffusers' StableUnCLIPPipeline runs for unclip-small
+    assert (karlo["type"], karlo["prior"], karlo["source"]) == ("prior", "karlo", "kakaobrain/karlo-v1-alpha")
+    for name in expect:  # a sentence comes back on first use: the shipped caption list is embedded once
+        captions = presets[name]["text_decoder"]["captions"]
+        assert (PRESETS_DIR / captions[len("local-dir:"):]).is_file()

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import blend
-from blend.decode_image import Kandinsky22, StableUnCLIP, norm_from_moments, probe_images
+from blend.decoders.common import norm_from_moments, probe_images
+from blend.decoders.kandinsky import Kandinsky22
+from blend.decoders.stable_unclip import StableUnCLIP
 
 import tiny
 

@@ -192,6 +192,45 @@ def kandinsky_prior_pipeline(tmp: Path):
                                            do_resize=True, resample=3))
 
 
+def karlo_components(tmp: Path) -> dict:
+    """The prior half of `StableUnCLIPPipeline` at toy size (after diffusers' own fast test): a Karlo-style
+    PriorTransformer with seeded non-trivial clip statistics, a CLIP text encoder with projection, DDPM."""
+    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=DIM, num_layers=1)
+    with torch.no_grad():
+        prior.clip_mean.copy_(0.1 * torch.randn(1, DIM))
+        prior.clip_std.copy_(0.5 + torch.rand(1, DIM))
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=DIM, projection_dim=DIM, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=1000))
+    unclip = UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
+                             clip_sample=True, clip_sample_range=5.0, beta_schedule="squaredcos_cap_v2")
+    return {"prior_tokenizer": clip_tokenizer(tmp / "karlo-vocab"), "prior_text_encoder": text_encoder.eval(),
+            "prior": prior.eval(), "prior_scheduler": DDPMScheduler.from_config(unclip.config), "_unclip": unclip}
+
+
+def save_karlo(folder: Path, parts: dict) -> tuple[Path, Path]:
+    """Karlo as the hub lays it out: prior/ + prior_scheduler/ (UnCLIPScheduler), and a text-encoder folder."""
+    parts["prior"].save_pretrained(str(folder / "karlo" / "prior"))
+    parts["_unclip"].save_pretrained(str(folder / "karlo" / "prior_scheduler"))
+    parts["prior_text_encoder"].save_pretrained(str(folder / "clip-text"))
+    parts["prior_tokenizer"].save_pretrained(str(folder / "clip-text"))
+    return folder / "karlo", folder / "clip-text"
+
+
+def stable_unclip_text_pipeline(tmp: Path):
+    """`StableUnCLIPPipeline` (text -> Karlo prior -> Stable unCLIP) at toy size: the upstream text path of unclip-l."""
+    from diffusers import StableUnCLIPPipeline
+
+    parts = {k: v for k, v in unclip_components(tmp).items() if k not in ("feature_extractor", "image_encoder")}
+    prior = {k: v for k, v in karlo_components(tmp).items() if not k.startswith("_")}
+    return StableUnCLIPPipeline(**parts, **prior)
+
+
 UNCLIP_PRESET = {
     "name": "tiny-unclip",
     "encoder": {"type": "open_clip", "model": "local-dir:clip", "embed_dim": DIM},

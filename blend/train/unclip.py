@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
-from ..decode_image import unet_condition
+from ..decoders.mini import unet_condition
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 UNSHUFFLE = 4
@@ -90,7 +90,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 @torch.no_grad()
 def evaluate(unet, clip, tokenizer, n: int = 48, seed: int = 777, steps: int = 12, scale: float = 3.0) -> dict:
     """Share of held-out scenes whose decoded image (from image / caption embeddings) reads back right."""
-    from ..decode_image import sample_unclip
+    from ..decoders.mini import sample_unclip
 
     scenes = world.sample_scenes(n, seed)
     img = F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)

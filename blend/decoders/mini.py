@@ -1,0 +1,84 @@
+"""The shapes-mini decoder: a pixel-space unCLIP UNet sampled with DPM-Solver++ (trained by blend/train/unclip.py)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def unet_condition(emb: torch.Tensor) -> dict:
+    """How a (B, D) embedding is fed to the mini UNet: class embedding and a one-token cross-attention context."""
+    return {"class_labels": emb, "encoder_hidden_states": emb[:, None, :]}
+
+
+@torch.no_grad()
+def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, seed: int, config: dict,
+                  scheduler_config: dict | None = None, scheduler=None, progress: bool = False) -> torch.Tensor:
+    """DPM-Solver++ sampling with classifier-free guidance (Ho & Salimans 2022) from one shared start noise.
+
+    emb (N, D) -> images (N, 3, S, S) in [-1, 1]. Every row starts from the same noise, drawn from `seed`,
+    so rows differ only by what their embeddings mean.
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    if scheduler is None:
+        scheduler = DPMSolverMultistepScheduler(**scheduler_config, algorithm_type="dpmsolver++", solver_order=2)
+    device, dtype = emb.device, unet.dtype
+    n, r = emb.shape[0], config["unshuffle"]
+    side = config["image_size"] // r
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    x = torch.randn((1, 3 * r * r, side, side), generator=g).to(device, dtype).expand(n, -1, -1, -1).contiguous()
+    scheduler.set_timesteps(steps, device=device)
+    x = x * scheduler.init_noise_sigma
+    emb = emb.to(dtype)
+    cond = torch.cat([torch.zeros_like(emb), emb]) if guidance_scale != 1.0 else emb
+    timesteps = scheduler.timesteps
+    if progress:
+        from tqdm.auto import tqdm
+        timesteps = tqdm(timesteps, desc="decode", leave=False)
+    for t in timesteps:
+        inp = torch.cat([x, x]) if guidance_scale != 1.0 else x
+        inp = scheduler.scale_model_input(inp, t)
+        out = unet(inp, t, **unet_condition(cond)).sample
+        if guidance_scale != 1.0:
+            uncond, c = out.chunk(2)
+            out = uncond + guidance_scale * (c - uncond)
+        x = scheduler.step(out, t, x).prev_sample
+    return F.pixel_shuffle(x.float(), r).clamp(-1, 1)
+
+
+class MiniUnCLIP:
+    """The shapes-mini decoder: a pixel-space (pixel-unshuffled) UNet2DConditionModel + DPM-Solver++.
+
+    Folder: unet/ and scheduler/ (diffusers `save_pretrained`), decoder.json (sampling defaults).
+    """
+
+    accepts = ("image", "text")  # trained on image, text and mixed embeddings: no gap map needed
+
+    def __init__(self, unet, scheduler, config: dict, device: torch.device):
+        self.unet, self.scheduler, self.config, self.device = unet, scheduler, config, device
+        self.embed_dim = int(config["embed_dim"])
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniUnCLIP":
+        import json
+        from pathlib import Path
+
+        from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+
+        from ..sources import resolve_source
+
+        folder = Path(resolve_source(spec["source"], base_dir))
+        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet")).to(device).eval()
+        scheduler = DPMSolverMultistepScheduler.from_pretrained(str(folder / "scheduler"))
+        config = {**json.loads((folder / "decoder.json").read_text()), **spec.get("options", {})}
+        return cls(unet, scheduler, config, device)
+
+    def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
+                 guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
+        from ..world import to_images
+
+        steps = int(steps or self.config["steps"])
+        scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
+        x = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
+                          config=self.config, scheduler=self.scheduler, progress=progress)
+        return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
