@@ -303,6 +303,7 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
                 "presets": [{"name": n, "description": s.get("description", "")} for n, s in sorted(scan().items())]}
 
     app.include_router(api)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     if demo is not None:
         import gradio as gr
         users = sorted({(u, k) for k, u in keys.items()})
