@@ -43,7 +43,7 @@ def odd_images() -> dict[str, bytes]:
         "cmyk-jpeg": encoded(red.convert("CMYK"), "JPEG"),
         "16bit-png": png(Image.fromarray(np.full((32, 32), 32768, np.uint16))),
         "la-png": png(red.convert("LA")),
-        "palette-alpha-png": png(red.convert("P"), transparency=0),
+        "palette-alpha-png": png(_palette_with_hole(), transparency=0),
         "rgba-png": png(red.convert("RGBA")),
         "grey-png": png(red.convert("L")),
         "webp": encoded(red, "WEBP"),
@@ -59,6 +59,14 @@ def odd_images() -> dict[str, bytes]:
     exif[0x0112] = 6  # rotate 90 degrees on display
     out["exif-rotated-jpeg"] = encoded(wide, "JPEG", exif=exif.tobytes())
     return out
+
+
+def _palette_with_hole() -> Image.Image:
+    """Palette image: index 0 (transparent) on the left half, index 1 (red) on the right."""
+    p = Image.new("P", (32, 32), 0)
+    p.putpalette([0, 0, 0, 220, 30, 30] + [0, 0, 0] * 254)
+    p.paste(1, (16, 0, 32, 32))
+    return p
 
 
 def bad_images() -> dict[str, bytes]:
