@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import checks, store
 from ..directions import DirectionLibrary, blend_home, default_directions
@@ -153,6 +154,10 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        return _error(e.status_code, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(ValueError)
     async def bad_input(request, e: ValueError):
