@@ -278,3 +278,17 @@ def test_bad_input_corpus(served, mini):
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
     written = {p.name for p in home.rglob("*") if p.is_file()}
     assert all(n.endswith((".json", ".lock")) for n in written), written
+
+
+def test_ui_and_api_side_by_side(mini, tmp_path):
+    """`blend serve`: the Gradio UI at / and the REST API under /v1 from one app."""
+    from fastapi.testclient import TestClient
+
+    from blend.serve import create_app
+    from blend.serve.run import load_demo
+
+    demo = load_demo(mini)
+    with TestClient(create_app(mini, demo, home=tmp_path)) as c:
+        assert "gradio" in c.get("/").text.lower()
+        assert c.get("/v1/presets").json()["current"] == mini.name
+        assert c.get("/healthz").status_code == 200
