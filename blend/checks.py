@@ -208,7 +208,7 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"{name} is too large to decode (at most {max_pixels:,} pixels)") from e
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise ValueError(f"{name} is not an image this server can read (PNG, JPEG, WebP, GIF, ...)") from e
+            raise ValueError(f"{name}: cannot read image (not PNG, JPEG, WebP, GIF or another format PIL reads)") from e
         check_size(img, name, max_pixels)
         try:
             img.seek(0)  # animated images: the first frame
@@ -216,7 +216,7 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"{name} is too large to decode (at most {max_pixels:,} pixels)") from e
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
-            raise ValueError(f"{name} is corrupt or truncated: it could not be decoded") from e
+            raise ValueError(f"{name}: cannot read image (corrupt or truncated)") from e
     return img
 
 
