@@ -87,7 +87,8 @@ def _rows(t) -> list[list[float]]:
     return [[round(x, 6) for x in r] for r in t.reshape(-1, t.shape[-1]).tolist()]
 
 
-def create_app(blender, demo=None, config: ServeConfig | None = None, home: str | Path | None = None) -> FastAPI:
+def create_app(blender, demo=None, config: ServeConfig | None = None, home: str | Path | None = None,
+               ui_options: dict | None = None) -> FastAPI:
     """One app: the REST API under /v1, /healthz, /readyz, /metrics, and (when given) the Gradio UI at /.
 
     Args:
@@ -95,6 +96,7 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
         demo: a `gr.Blocks` to mount at / (None: API only).
         config: limits and knobs (default: `ServeConfig.from_env()`).
         home: where per-user data lives (default: BLEND_HOME).
+        ui_options: passed to `gr.mount_gradio_app` (theme, css, max_file_size, ...).
     """
     cfg = config or ServeConfig.from_env()
     home = Path(home or blend_home())
@@ -312,7 +314,7 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
     if demo is not None:
         import gradio as gr
         users = sorted({(u, k) for k, u in keys.items()})
-        app = gr.mount_gradio_app(app, demo, path="/", auth=users or None)
+        app = gr.mount_gradio_app(app, demo, path="/", auth=users or None, **(ui_options or {}))
     return app
 
 
