@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Sequence
 
 import torch
 
-from . import ops
+from . import checks, ops
 from .decoders import IMAGE_DECODERS
 from .encode import Encoder
 from .presets import get_preset
@@ -103,28 +104,25 @@ class Blender:
     # ------------------------------------------------------------------ decode
     def check_embeddings(self, emb, name: str = "embeddings") -> torch.Tensor:
         """(N, D) or (D,) finite, non-zero, of this model's dimension -> (N, D) unit float32."""
-        if not torch.is_tensor(emb):
-            try:
-                emb = torch.as_tensor(emb, dtype=torch.float32)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{name} must be a tensor of shape (N, {self.embed_dim})") from e
-        if emb.ndim == 1:
-            emb = emb[None]
-        if emb.ndim != 2 or emb.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (N, {self.embed_dim}) or ({self.embed_dim},), got {tuple(emb.shape)}")
-        if emb.shape[1] != self.embed_dim:
-            raise ValueError(f"{name} are {emb.shape[1]}-d but {self.name} works in {self.embed_dim}-d: "
-                             f"they come from another model's space; encode them with this model")
-        return ops.normalize(ops._as_matrix(emb.float(), name))
+        return ops.normalize(checks.embeddings(emb, name, dim=self.embed_dim))
 
     def decode_images(self, emb, seed: int = 0, steps: int | None = None, **options):
-        """(N, D) or (D,) embeddings -> N PIL images. `seed` fixes the start noise, shared by every row."""
+        """(N, D) or (D,) embeddings -> N PIL images, one per row.
+
+        `seed` fixes the start noise: one seed is shared by every row; a list of N seeds gives each row its own
+        (where the decoder draws noise per row), so a row's image does not depend on the others.
+        """
         emb = self.check_embeddings(emb)
-        if int(seed) != seed or seed < 0:
-            raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
-        if steps is not None and (int(steps) != steps or not 1 <= steps <= 200):
-            raise ValueError(f"steps must be a whole number from 1 to 200, got {steps!r}")
-        return self.image_decoder(emb, seed=int(seed), steps=steps, **options)
+        seed = checks.seeds(seed, emb.shape[0])
+        if steps is not None:
+            steps = checks.whole(steps, "steps", 1, 200)
+        dec = self.image_decoder
+        params = inspect.signature(dec.__call__).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            checks.options(options, [k for k in params if k not in ("self", "emb", "seed", "steps")])
+        if isinstance(seed, list) and not getattr(dec, "row_seeds", False):
+            return [im for i, s in enumerate(seed) for im in dec(emb[i:i + 1], seed=s, steps=steps, **options)]
+        return dec(emb, seed=seed, steps=steps, **options)
 
     def decode_texts(self, emb) -> list[str]:
         """(N, D) or (D,) embeddings -> N sentences."""

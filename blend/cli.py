@@ -41,8 +41,12 @@ def cmd_mix(args):
 
     import blend
 
+    from . import checks
+    from .serve.config import ServeConfig
+
     if not args.terms:
         raise ValueError("give at least one --image or --text")
+    checks.whole(args.n, "--n", 1, ServeConfig.from_env().max_n_seeds)
     b = blend.load(args.preset, device=args.device)
     embs = torch.cat([_encode_term(b, k, v) for k, v in args.terms])
     m = blend.mix(embs, _weights(args.weights, len(args.terms)), method=args.method)
@@ -62,6 +66,10 @@ def cmd_path(args):
     import blend
     from .viz import save_gif, strip
 
+    from . import checks
+    from .serve.config import ServeConfig
+
+    checks.whole(args.n, "--n", 2, ServeConfig.from_env().max_n)
     b = blend.load(args.preset, device=args.device)
     a = _encode_term(b, *_term_from_arg(args.start))
     z = _encode_term(b, *_term_from_arg(args.end))
@@ -123,6 +131,18 @@ def cmd_calibrate(args):
     print(f"wrote {calibrate(b, args.images, args.captions, args.out, paired=args.paired)}")
 
 
+def cmd_serve(args):
+    if args.ray:
+        from .serve.ray_app import serve_ray
+
+        serve_ray(args.preset, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus)
+    else:
+        from .serve.run import serve
+
+        serve(args.preset, host=args.host, port=args.port, device=args.device, ui=not args.no_ui,
+              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blend", description="Blend meaning across images and texts in CLIP space.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--out", default="path.png")
     pa.add_argument("--gif")
     pa.set_defaults(func=cmd_path)
+
+    sv = sub.add_parser("serve", help="serve the REST API (/v1, /metrics) beside the Gradio UI")
+    sv.add_argument("--preset", default="shapes-mini")
+    sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0: every interface (set BLEND_API_KEYS first)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--no-ui", action="store_true", help="the REST API only")
+    sv.add_argument("--max-batch", type=int, default=None, help="images decoded together (default 8)")
+    sv.add_argument("--batch-wait-ms", type=float, default=None, help="wait to fill a batch (default 10)")
+    sv.add_argument("--max-queue", type=int, default=None, help="images waiting; more get 429 (default 256)")
+    sv.add_argument("--ray", action="store_true", help="deploy on Ray Serve (pip install 'blend[ray]')")
+    sv.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas")
+    sv.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray replica")
+    sv.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=cmd_presets)

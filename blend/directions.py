@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import ops
+from . import checks, ops, store
 from .presets import MODELS_DIR
 
 DIRECTIONS_DIR = MODELS_DIR / "directions"
@@ -83,12 +83,10 @@ class Direction:
 
 
 def check_name(name) -> str:
+    """One line of at most MAX_NAME characters, no control characters, slashes or '..'."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError("a direction needs a name")
-    name = name.strip()
-    if len(name) > MAX_NAME or any(c in name for c in "\n\r\t"):
-        raise ValueError(f"direction names are one line of at most {MAX_NAME} characters, got {name!r}")
-    return name
+    return checks.short_name(name, "direction name", MAX_NAME)
 
 
 def parse_pairs(text: str) -> list[list[str]]:
@@ -145,13 +143,31 @@ def default_directions(preset: dict) -> list[Direction]:
 class DirectionLibrary:
     """Defaults (read-only) and user directions (add, rename, delete; saved to `user_path` at once)."""
 
-    def __init__(self, defaults: list[Direction] = (), user_path: str | Path | None = None):
+    def __init__(self, defaults: list[Direction] = (), user_path: str | Path | None = None, max_user: int = 1000):
         self.defaults = {d.name: d for d in defaults}
         self.user_path = Path(user_path) if user_path else None
+        self.max_user = max_user
         self.user: dict[str, Direction] = {}
-        if self.user_path and self.user_path.is_file():
-            self.user = {d.name: d for d in _read_list(self.user_path, "user")}
+        self.reload()
         self._vectors: dict[tuple[str, str], torch.Tensor] = {}
+
+    def reload(self) -> "DirectionLibrary":
+        """Read the user file again (a corrupt file is backed up with a warning and read as empty)."""
+        if self.user_path is not None:
+            self.user = {d.name: d for d in store.read_items(self.user_path, "directions",
+                                                             lambda d: Direction.from_dict(d, "user"))}
+        return self
+
+    @contextmanager
+    def _change(self):
+        """A locked read-modify-write of the user file, so processes sharing it never lose each other's saves."""
+        if self.user_path is None:
+            yield
+            return
+        with store.locked(self.user_path):
+            self.reload()
+            yield
+            store.write_atomic(self.user_path, {"directions": [d.to_dict() for d in self.user.values()]})
 
     @classmethod
     def for_preset(cls, preset: dict, home: str | Path | None = None) -> "DirectionLibrary":
@@ -179,28 +195,32 @@ class DirectionLibrary:
             raise ValueError(f"you already have a direction called {d.name!r}: pick another name or update it")
         if blender is not None:
             direction_vector(blender, d)
-        self.user[d.name] = d
+        with self._change():
+            if d.name in self.user and not replace:
+                raise ValueError(f"you already have a direction called {d.name!r}: pick another name or update it")
+            if d.name not in self.user and len(self.user) >= self.max_user:
+                raise ValueError(f"you have {len(self.user)} directions, the most kept: delete some first")
+            self.user[d.name] = d
         self._forget(d.name)
-        self.save()
         return d
 
     def rename(self, old: str, new: str) -> Direction:
-        self._own(old)
         new = check_name(new)
-        if new in self.defaults or (new in self.user and new != old):
-            raise ValueError(f"there is already a direction called {new!r}")
-        d = self.user.pop(old)
-        d.name = new
-        self.user[new] = d
+        with self._change():
+            self._own(old)
+            if new in self.defaults or (new in self.user and new != old):
+                raise ValueError(f"there is already a direction called {new!r}")
+            d = self.user.pop(old)
+            d.name = new
+            self.user[new] = d
         self._forget(old)
-        self.save()
         return d
 
     def delete(self, name: str) -> None:
-        self._own(name)
-        del self.user[name]
+        with self._change():
+            self._own(name)
+            del self.user[name]
         self._forget(name)
-        self.save()
 
     def vector(self, blender, name: str) -> torch.Tensor:
         """The direction's (D,) vector for this blender, computed once."""
@@ -210,15 +230,10 @@ class DirectionLibrary:
         return self._vectors[key]
 
     def save(self) -> None:
-        """Write the user directions atomically (a crash never leaves half a file)."""
-        if self.user_path is None:
-            return
-        self.user_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"directions": [d.to_dict() for d in self.user.values()]}
-        fd, tmp = tempfile.mkstemp(dir=self.user_path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, self.user_path)
+        """Write the user directions atomically under the file's lock (a crash never leaves half a file)."""
+        if self.user_path is not None:
+            with store.locked(self.user_path):
+                store.write_atomic(self.user_path, {"directions": [d.to_dict() for d in self.user.values()]})
 
     def _own(self, name: str) -> None:
         if name in self.defaults and name not in self.user:

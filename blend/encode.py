@@ -1,53 +1,24 @@
 """Encoder: an OpenCLIP model with its preprocess and tokenizer -> unit (N, D) embeddings."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from . import checks
 
 MODEL_CONFIGS = Path(__file__).parent / "model_configs"  # architectures registered with open_clip by file name
-MAX_PIXELS = 40_000_000  # larger images are refused before they are decoded
-MAX_BYTES = 50 * 2**20
+MAX_PIXELS = checks.MAX_PIXELS  # larger images are refused from their header, before they are decoded
+MAX_BYTES = checks.MAX_BYTES
 
 
 def load_image(item, name: str = "image") -> Image.Image:
-    """A PIL RGB image from a PIL image, a path, bytes or an (H, W, 3) uint8 array; clear errors otherwise."""
-    if isinstance(item, Image.Image):
-        img = item
-    elif isinstance(item, np.ndarray):
-        if item.ndim not in (2, 3) or item.dtype != np.uint8:
-            raise ValueError(f"{name}: arrays must be (H, W) or (H, W, 3) uint8, got {item.shape} {item.dtype}")
-        img = Image.fromarray(item)
-    elif isinstance(item, (bytes, bytearray, str, os.PathLike)):
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            if not path.is_file():
-                raise ValueError(f"{name}: no image file at {path}")
-            if path.stat().st_size > MAX_BYTES:
-                raise ValueError(f"{name}: {path} is larger than {MAX_BYTES // 2**20} MB")
-            data = path.read_bytes()
-        else:
-            data = bytes(item)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{name}: cannot read image ({e})") from e
-    else:
-        raise ValueError(f"{name}: expected a PIL image, a path, bytes or an array, got {type(item).__name__}")
-    if img.width * img.height > MAX_PIXELS:
-        raise ValueError(f"{name}: {img.width}x{img.height} is too large (at most {MAX_PIXELS:,} pixels)")
-    if img.width < 1 or img.height < 1:
-        raise ValueError(f"{name}: image is empty")
-    try:
-        img.load()
-        return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{name}: cannot read image ({e})") from e
+    """A PIL RGB image from a PIL image, a path, bytes, a data URI or a uint8 array (see `checks.image`)."""
+    return checks.image(item, name, MAX_PIXELS, MAX_BYTES)
 
 
 def register_model_configs() -> None:
@@ -89,16 +60,8 @@ class Encoder:
         return cls(model.eval(), preprocess, tokenizer, device, spec["model"])
 
     def check_texts(self, texts) -> list[str]:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError("texts is empty: give at least one text")
+        texts = checks.texts(texts)
         for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ValueError(f"texts[{i}] must be a string, got {type(t).__name__}")
-            if not t.strip():
-                raise ValueError(f"texts[{i}] is empty")
             if self._hf is not None:
                 enc = self._hf(t, verbose=False, return_offsets_mapping=self.vocab is not None)
                 n = len(enc.input_ids)

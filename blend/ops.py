@@ -6,42 +6,21 @@ from typing import Sequence
 
 import torch
 
+from . import checks
+
 EPS = 1e-8
+MAX_POINTS = 10_000  # interpolate n, plane k * k: more points than any decoder could show
 
 
 def _as_matrix(embs, name: str = "embs") -> torch.Tensor:
-    """Accept a (K, D) tensor or a sequence of (D,) tensors; refuse NaN, inf and zero rows."""
-    if isinstance(embs, (list, tuple)):
-        if not embs:
-            raise ValueError(f"{name} is empty: give at least one embedding")
-        embs = torch.stack([torch.as_tensor(e, dtype=torch.float32).reshape(-1) for e in embs])
-    embs = torch.as_tensor(embs)
-    if embs.ndim == 1:
-        embs = embs[None]
-    if embs.ndim != 2 or embs.shape[0] == 0:
-        raise ValueError(f"{name} must be (K, D) with K >= 1, got shape {tuple(embs.shape)}")
-    embs = embs.float()
-    if not torch.isfinite(embs).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if (embs.norm(dim=-1) < EPS).any():
-        raise ValueError(f"{name} contains an all-zero embedding, which has no direction")
-    return embs
+    """Accept a (K, D) tensor or a sequence of (D,) tensors; refuse NaN, inf, huge and zero rows (checks.embeddings)."""
+    if isinstance(embs, (list, tuple)) and not embs:
+        raise ValueError(f"{name} is empty: give at least one embedding")
+    return checks.embeddings(embs, name)
 
 
 def _as_weights(weights, k: int) -> torch.Tensor:
-    if weights is None:
-        return torch.full((k,), 1.0 / k)
-    try:
-        w = torch.as_tensor([float(x) for x in weights], dtype=torch.float32)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"weights must be numbers, got {weights!r}") from e
-    if w.numel() != k:
-        raise ValueError(f"weights has {w.numel()} values but there are {k} embeddings: give one weight per term")
-    if not torch.isfinite(w).all():
-        raise ValueError(f"weights must be finite numbers, got {w.tolist()}")
-    if (w == 0).all():
-        raise ValueError("weights are all zero: at least one term needs a non-zero weight")
-    return w
+    return checks.weights(weights, k)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +33,18 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
 
     a, b: (..., D) (normalized first); t scalar or (...,) -> (..., D) unit vectors.
     """
-    a, b = normalize(a.float()), normalize(b.float())
-    t = torch.as_tensor(t, dtype=a.dtype)
+    a, b = _rows(a, "a"), _rows(b, "b")
+    checks.same_dim(("a", a), ("b", b))
+    a, b = normalize(a), normalize(b)
+    t = torch.as_tensor(t, dtype=torch.float32) if not isinstance(t, (int, float)) else torch.tensor(
+        checks.number(t, "t"))
+    if not torch.isfinite(t).all():
+        raise ValueError(f"t must be finite, got {t.tolist()}")
     if t.ndim and t.shape[-1:] != (1,):
         t = t[..., None]
+    if ((a * b).sum(-1) < -1 + 1e-6).any():
+        raise ValueError("a and b are opposite (antipodal): every great circle joins them, so slerp is undefined; "
+                         "use method='lerp' or pick another endpoint")
     dot = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
     omega = torch.acos(dot)
     so = torch.sin(omega)
@@ -65,6 +52,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
     safe = torch.where(near, torch.ones_like(so), so)
     out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
     return normalize(torch.where(near, (1 - t) * a + t * b, out))
+
+
+def _rows(x, name: str) -> torch.Tensor:
+    """(..., D) finite non-zero float tensor."""
+    x = torch.as_tensor(x, dtype=torch.float32) if not torch.is_tensor(x) else x.float()
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name} must be a (..., D) tensor, got shape {tuple(x.shape)}")
+    checks.embeddings(x.reshape(-1, x.shape[-1]), name)
+    return x
 
 
 def spherical_mean(embs: torch.Tensor, weights: torch.Tensor, iters: int = 50) -> torch.Tensor:
@@ -101,6 +97,7 @@ def mix(embs, weights: Sequence[float] | None = None, method: str = "lerp") -> t
     embs = _as_matrix(embs)
     w = _as_weights(weights, embs.shape[0])
     embs = normalize(embs)
+    w = w / w.abs().max()  # a mix does not depend on the weights' scale; this keeps 1e20-size weights finite
     if method == "lerp":
         total = (w[:, None] * embs).sum(0)
         if total.norm() < 1e-6:
@@ -117,11 +114,9 @@ def mix(embs, weights: Sequence[float] | None = None, method: str = "lerp") -> t
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, n: int, method: str = "slerp") -> torch.Tensor:
     """n evenly spaced points from a to b, both ends included -> (n, D) unit vectors."""
-    if int(n) != n or n < 2:
-        raise ValueError(f"n must be a whole number >= 2, got {n!r}")
+    n = checks.whole(n, "n", 2, MAX_POINTS)
     a, b = _as_matrix(a, "a")[0], _as_matrix(b, "b")[0]
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same dimension, got {a.shape[-1]} and {b.shape[-1]}")
+    checks.same_dim(("a", a), ("b", b))
     t = torch.linspace(0, 1, int(n))
     if method == "slerp":
         return slerp(a[None].expand(len(t), -1), b[None].expand(len(t), -1), t)
@@ -136,8 +131,7 @@ def direction(pos, neg) -> torch.Tensor:
     Not normalized: strength 1 moves a point by the whole difference between the two concepts.
     """
     pos, neg = normalize(_as_matrix(pos, "pos")), normalize(_as_matrix(neg, "neg"))
-    if pos.shape[1] != neg.shape[1]:
-        raise ValueError(f"pos and neg must have the same dimension, got {pos.shape[1]} and {neg.shape[1]}")
+    checks.same_dim(("pos", pos), ("neg", neg))
     return pos.mean(0) - neg.mean(0)
 
 
@@ -146,19 +140,43 @@ def apply_directions(base: torch.Tensor, directions, strengths: Sequence[float])
     base = normalize(_as_matrix(base, "base")[0])
     if torch.is_tensor(directions) and directions.ndim == 1:
         directions = directions[None]
-    rows = [torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in directions]  # (K, D) tensor or K vectors
-    dirs = torch.stack(rows) if rows else torch.zeros(0, base.shape[0])  # zero directions are allowed: no move
-    if dirs.shape[1] != base.shape[0]:
-        raise ValueError(f"directions are {dirs.shape[1]}-d but base is {base.shape[0]}-d")
-    s = torch.as_tensor([float(x) for x in strengths], dtype=torch.float32)
+    if isinstance(directions, (list, tuple)) and not len(directions):
+        dirs = torch.zeros(0, base.shape[0])  # zero directions are allowed: no move
+    else:
+        dirs = _directions(directions)
+    checks.same_dim(("base", base), ("directions", dirs))
+    if isinstance(strengths, torch.Tensor):
+        strengths = strengths.reshape(-1).tolist()
+    if isinstance(strengths, (str, bytes)) or not hasattr(strengths, "__len__"):
+        raise ValueError(f"strengths must be a list of numbers, got {strengths!r}")
+    s = torch.tensor([checks.number(x, f"strengths[{i}]", -MAX_STRENGTH, MAX_STRENGTH)
+                      for i, x in enumerate(strengths)], dtype=torch.float32)
     if s.numel() != dirs.shape[0]:
         raise ValueError(f"{dirs.shape[0]} directions but {s.numel()} strengths: give one strength per direction")
-    if not torch.isfinite(s).all() or not torch.isfinite(dirs).all():
-        raise ValueError("strengths and directions must be finite")
     out = base + (s[:, None] * dirs).sum(0)
     if out.norm() < 1e-6:
         raise ValueError("the directions cancel the base out: lower the strengths")
     return normalize(out)
+
+
+MAX_STRENGTH = 1e3
+
+
+def _directions(directions) -> torch.Tensor:
+    """(K, D) finite rows; a direction may be zero (its two sides encode alike)."""
+    if torch.is_tensor(directions):
+        rows = directions.float().reshape(directions.shape[0], -1) if directions.ndim else directions.reshape(1, 1)
+    else:
+        try:
+            rows = [torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in directions]
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError("directions must be (D,) vectors or a (K, D) tensor") from e
+        if len({r.shape[0] for r in rows}) > 1:
+            raise ValueError(f"directions have different dimensions {sorted({r.shape[0] for r in rows})}")
+        rows = torch.stack(rows)
+    if not torch.isfinite(rows).all() or (rows.abs() > checks.MAX_VALUE).any():
+        raise ValueError("directions must be finite and of unit scale")
+    return rows
 
 
 def plane(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, k: int) -> torch.Tensor:
@@ -167,9 +185,9 @@ def plane(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, k: int) -> torch.Te
     Corners: a (top left), b (top right), c (bottom left), and the analogy b + c - a (bottom right).
     Returns (k, k, D) unit vectors.
     """
-    if int(k) != k or k < 2:
-        raise ValueError(f"k must be a whole number >= 2, got {k!r}")
+    k = checks.whole(k, "k", 2, int(MAX_POINTS ** 0.5))
     a, b, c = (normalize(_as_matrix(x, n)[0]) for x, n in ((a, "a"), (b, "b"), (c, "c")))
+    checks.same_dim(("a", a), ("b", b), ("c", c))
     u = torch.linspace(0, 1, int(k))
     grid = a + u[None, :, None] * (b - a) + u[:, None, None] * (c - a)  # (k, k, D)
     if (grid.norm(dim=-1) < 1e-6).any():

@@ -16,7 +16,8 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     """DPM-Solver++ sampling with classifier-free guidance (Ho & Salimans 2022) from one shared start noise.
 
     emb (N, D) -> images (N, 3, S, S) in [-1, 1]. Every row starts from the same noise, drawn from `seed`,
-    so rows differ only by what their embeddings mean.
+    so rows differ only by what their embeddings mean; a list of N seeds gives row i the noise of seed[i]
+    (so a row decodes the same whatever else is in its batch).
     """
     from diffusers import DPMSolverMultistepScheduler
 
@@ -25,8 +26,9 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     device, dtype = emb.device, unet.dtype
     n, r = emb.shape[0], config["unshuffle"]
     side = config["image_size"] // r
-    g = torch.Generator("cpu").manual_seed(int(seed))
-    x = torch.randn((1, 3 * r * r, side, side), generator=g).to(device, dtype).expand(n, -1, -1, -1).contiguous()
+    seeds = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]  # one shared, or one per row
+    x = torch.cat([torch.randn((1, 3 * r * r, side, side), generator=torch.Generator("cpu").manual_seed(s))
+                   for s in seeds]).to(device, dtype).expand(n, -1, -1, -1).contiguous()
     scheduler.set_timesteps(steps, device=device)
     x = x * scheduler.init_noise_sigma
     emb = emb.to(dtype)
@@ -53,6 +55,7 @@ class MiniUnCLIP:
     """
 
     accepts = ("image", "text")  # trained on image, text and mixed embeddings: no gap map needed
+    row_seeds = True  # `seed` may be a list, one per row
 
     def __init__(self, unet, scheduler, config: dict, device: torch.device):
         self.unet, self.scheduler, self.config, self.device = unet, scheduler, config, device

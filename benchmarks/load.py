@@ -1,0 +1,142 @@
+"""Load test of `blend serve`: C concurrent clients x R decode-heavy requests against one-at-a-time, same run.
+
+    python benchmarks/load.py                      # 50 clients x 4 /v1/mix requests on shapes-mini
+    python benchmarks/load.py --soak 600           # then keep the load on for 10 minutes, sampling server memory
+
+Starts the server as a subprocess (REST API only), prints throughput, p50/p95 latency, lost or failed requests,
+the server's resident memory over the soak, and the machine's matmul peak beside the timings.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+
+def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def body(i: int) -> dict:
+    return {"terms": [{"kind": "image", "value": "red-circle-on-blue.png"},
+                      {"kind": "text", "value": "square", "weight": 1.0},
+                      {"kind": "text", "value": "circle", "weight": -1.0}], "seed": i}
+
+
+async def one(client, url, i, lat, failures):
+    t = time.perf_counter()
+    try:
+        r = await client.post(url + "/v1/mix", json=body(i))
+        if r.status_code != 200 or not r.json().get("images"):
+            failures.append(r.status_code)
+    except Exception as e:  # noqa: BLE001 - counted as lost
+        failures.append(type(e).__name__)
+    lat.append(time.perf_counter() - t)
+
+
+async def sequential(url, n):
+    lat, failures = [], []
+    async with httpx.AsyncClient(timeout=600) as c:
+        t = time.perf_counter()
+        for i in range(n):
+            await one(c, url, i, lat, failures)
+        return n / (time.perf_counter() - t), lat, failures
+
+
+async def concurrent(url, clients, per_client, offset=0):
+    lat, failures = [], []
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients)) as c:
+        async def client(k):
+            for j in range(per_client):
+                await one(c, url, offset + k * per_client + j, lat, failures)
+        t = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(clients)))
+        return clients * per_client / (time.perf_counter() - t), lat, failures
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="shapes-mini")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--requests", type=int, default=4, help="per client")
+    p.add_argument("--sequential", type=int, default=12, help="one-at-a-time requests for the baseline")
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--soak", type=float, default=0, help="seconds of continued load, sampling server memory")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "BLEND_HOME": os.environ.get("BLEND_HOME", "/tmp/blend-load")}
+    server = subprocess.Popen([sys.executable, "-m", "blend.cli", "serve", "--no-ui", "--preset", a.preset,
+                               "--port", str(port), "--device", "cpu", "--max-batch", str(a.max_batch),
+                               "--max-queue", "1024"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        asyncio.run(sequential(url, 2))  # warm up
+        print(f"machine: {os.cpu_count()} CPU cores, torch {torch.get_num_threads()} threads, "
+              f"matmul peak {matmul_gflops():.1f} GFLOP/s (1024^2 fp32)")
+        seq, lat1, f1 = asyncio.run(sequential(url, a.sequential))
+        print(f"one at a time: {seq:.2f} req/s  p50 {pct(lat1, .5):.2f} s  p95 {pct(lat1, .95):.2f} s  failed {len(f1)}")
+        mem0 = rss_mb(server.pid)
+        thr, lat, f = asyncio.run(concurrent(url, a.clients, a.requests))
+        n = a.clients * a.requests
+        print(f"{a.clients} clients x {a.requests}: {thr:.2f} req/s ({thr / seq:.1f}x one at a time)  "
+              f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
+        if a.soak:
+            t0, rounds, mem = time.perf_counter(), 0, [rss_mb(server.pid)]
+            while time.perf_counter() - t0 < a.soak:
+                _, l2, f2 = asyncio.run(concurrent(url, a.clients, 1, offset=10_000 + rounds * a.clients))
+                rounds += 1
+                mem.append(rss_mb(server.pid))
+                if f2:
+                    print(f"soak round {rounds}: {len(f2)} failed {f2[:5]}")
+            print(f"soak {time.perf_counter() - t0:.0f} s, {rounds * a.clients} requests: server RSS MB "
+                  f"before load {mem0:.0f}, after burst {mem[0]:.0f}, soak min {min(mem):.0f} max {max(mem):.0f} "
+                  f"last {mem[-1]:.0f}; first/second half mean {statistics.mean(mem[:len(mem)//2 or 1]):.0f}/"
+                  f"{statistics.mean(mem[len(mem)//2:]):.0f}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Prometheus metrics of one app, in its own registry (so several apps in one process do not collide)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+
+
+class Metrics:
+    def __init__(self, max_batch: int = 8):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("blend_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
+        self.latency = Histogram("blend_request_seconds", "time to answer a request", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("blend_decode_batch_size", "images decoded together",
+                                    buckets=tuple(range(1, max(2, max_batch) + 1)), registry=r)
+        self.queue_depth = Gauge("blend_decode_queue_depth", "images waiting to be decoded", registry=r)
+        self.cache = Counter("blend_cache_lookups", "embedding cache lookups", ["result"], registry=r)
+
+    def cache_lookup(self, hit: bool) -> None:
+        self.cache.labels("hit" if hit else "miss").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
