@@ -23,8 +23,10 @@ async function call(fn, args) {
 function addTile(t, parent, arrow, at) {
   const id = 't' + (st.next++);
   const p = parent && st.tiles[parent];
-  const pos = at || (p ? {x: p.x + 250, y: p.y + 40 * (st.order.filter(i => st.tiles[i].parent === parent).length)}
-                       : {x: 20 + 190 * (st.order.filter(i => !st.tiles[i].parent).length % 4), y: 20 + 300 * Math.floor(st.order.filter(i => !st.tiles[i].parent).length / 4)});
+  const roots = st.order.filter(i => !st.tiles[i].parent).length;
+  const lowest = st.order.reduce((m, i) => Math.max(m, st.tiles[i].y), -320);
+  const pos = at || (p ? {x: p.x + 250, y: p.y + 40 * st.order.filter(i => st.tiles[i].parent === parent).length}
+                       : {x: 20, y: roots ? lowest + 320 : 20});
   st.tiles[id] = {id, x: pos.x, y: pos.y, recipe: t.recipe, image: t.image, text: t.text, label: t.label,
                   agreement: t.agreement, parent: parent || null, arrow: arrow || ''};
   st.order.push(id); st.selected = id; save(); render(); return id;
@@ -167,7 +169,7 @@ view.addEventListener('pointerup', async (ev) => {
       const a = st.tiles[d.id], b = st.tiles[under]; a.x = d.x; a.y = d.y;
       const w = parseFloat($('#bc-weight').value);
       const out = await call('canvas_blend', {a: a.recipe, b: b.recipe, weight: w});
-      if (out) { const id = addTile(out, a.id, 'blend ' + Math.round((1 - w) * 100) + '%', {x: b.x + 200, y: b.y + 120}); st.tiles[id].parent2 = b.id; st.tiles[id].arrow2 = 'blend ' + Math.round(w * 100) + '%'; save(); render(); return; }
+      if (out) { const id = addTile(out, a.id, 'blend ' + Math.round((1 - w) * 100) + '%', {x: Math.max(a.x, b.x) + 250, y: (a.y + b.y) / 2 + 60}); st.tiles[id].parent2 = b.id; st.tiles[id].arrow2 = 'blend ' + Math.round(w * 100) + '%'; save(); render(); return; }
     }
   }
   save(); render();
