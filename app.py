@@ -383,9 +383,9 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
                         lib_neg = gr.Dropdown(EXAMPLES, multiselect=True, label="negative examples", visible=False)
                         lib_save_btn = gr.Button("Save as mine", elem_id="lib-save")
                         with gr.Row():
-                            lib_new_name = gr.Textbox(label="new name", scale=3)
-                            lib_rename_btn = gr.Button("Rename", scale=1)
-                        lib_delete_btn = gr.Button("Delete", variant="stop")
+                            lib_new_name = gr.Textbox(label="new name", scale=3, elem_id="lib-new-name")
+                            lib_rename_btn = gr.Button("Rename", scale=1, elem_id="lib-rename")
+                        lib_delete_btn = gr.Button("Delete", variant="stop", interactive=False, elem_id="lib-delete")
 
             # ------------------------------------------------------------------ Path
             with gr.Tab("Path", id="path"):
@@ -526,10 +526,18 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
         sweep_btn.click(sweep_event, dir_inputs | {sweep_dir, sweep_max, sweep_n}, [sweep_gallery] + history_outputs,
                         api_name="ui_direction_strip", **MODEL)
 
-        def library_choices(selected: str | None = None) -> list:
-            names = LIBRARY.names()
-            keep = [gr.Dropdown(choices=names) for _ in dir_slots]
-            return [gr.Dropdown(choices=names, value=selected), gr.Dropdown(choices=names), *keep]
+        def library_choices(selected: str | None = None, slots=(), sweep=None, renamed: dict | None = None) -> list:
+            """New choices everywhere; a slot holding a renamed direction follows it, a deleted one empties."""
+            names, renamed = LIBRARY.names(), renamed or {}
+
+            def follow(v):
+                v = renamed.get(v, v)
+                return v if v in names else None
+
+            keep = [gr.Dropdown(choices=names, value=follow(v)) for v in slots] or [
+                gr.Dropdown(choices=names) for _ in dir_slots]
+            sweep_dd = gr.Dropdown(choices=names, value=follow(sweep)) if slots else gr.Dropdown(choices=names)
+            return [gr.Dropdown(choices=names, value=selected), sweep_dd, *keep]
 
         lib_outputs = [lib_dd, sweep_dir] + [dd for dd, _ in dir_slots]
 
@@ -563,21 +571,30 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
             return library_choices(saved.name)
 
         @user_errors
-        def rename_direction(old, new):
+        def rename_direction(old, new, sweep, *slots):
             d = LIBRARY.rename(old or "", new or "")
             gr.Info(f"renamed {old!r} to {d.name!r}")
-            return library_choices(d.name)
+            return library_choices(d.name, slots, sweep, {old: d.name})
 
         @user_errors
-        def delete_direction(name):
+        def delete_direction(name, sweep, *slots):
+            if name is None:  # the person said no when asked
+                return [gr.update() for _ in lib_outputs]
             LIBRARY.delete(name or "")
             gr.Info(f"deleted direction {name!r}")
-            return library_choices(None)
+            return library_choices(None, slots, sweep)
 
         lib_save_btn.click(save_direction, [lib_name, lib_desc, lib_mode, lib_pairs, lib_pos, lib_neg], lib_outputs,
                            api_name="direction_save", **MODEL)
-        lib_rename_btn.click(rename_direction, [lib_dd, lib_new_name], lib_outputs, api_name="direction_rename", **MODEL)
-        lib_delete_btn.click(delete_direction, lib_dd, lib_outputs, api_name="direction_delete", **MODEL)
+        slot_dds = [dd for dd, _ in dir_slots]
+        lib_rename_btn.click(rename_direction, [lib_dd, lib_new_name, sweep_dir] + slot_dds, lib_outputs,
+                             api_name="direction_rename", **MODEL)
+        lib_delete_btn.click(delete_direction, [lib_dd, sweep_dir] + slot_dds, lib_outputs, api_name="direction_delete",
+                             js="(name, ...rest) => confirm(`Delete the direction ${name}?`) ? [name, ...rest] : "
+                                "[null, ...rest]", **MODEL)
+        # shipped directions cannot be deleted: the button is only offered for one's own
+        lib_dd.change(lambda n: gr.Button(interactive=bool(n) and n not in LIBRARY.defaults), lib_dd, lib_delete_btn,
+                      api_name="direction_deletable", **PLUMBING)
 
         # ------------------------------------------------------------------ Path events
         @user_errors

@@ -112,8 +112,9 @@ def browser_context(server, tmp_path_factory):
         if os.environ.get("BLEND_REQUIRE_BROWSER"):  # .ci/run: the browser tests must run
             pytest.fail(why)
         pytest.skip(why)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)  # decoding on a busy 2-core machine takes seconds, not 5 s
     ARTIFACTS.mkdir(exist_ok=True)
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data-dir
     with sync_playwright() as p:
@@ -378,3 +379,25 @@ def test_browser_phone_layout(browser_context, server):
     expect(page.get_by_role("tab", name="Canvas")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.browser
+def test_browser_rename_while_a_slot_uses_the_direction(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Directions").click()
+    page.locator("#lib-name input, #lib-name textarea").first.fill("redder")
+    textarea(page, "lib-pairs").fill("a red circle | a blue circle")
+    page.locator("#lib-save").click()
+    expect(page.get_by_text("saved direction 'redder'").first).to_be_visible()
+    expect(page.locator("#lib-delete")).to_be_enabled()  # one's own direction can be deleted ...
+    choose(page, "dir-slot-2", "redder")
+    page.locator("#lib-new-name input, #lib-new-name textarea").first.fill("reddest")
+    page.locator("#lib-rename").click()
+    expect(page.locator("#dir-slot-2 input")).to_have_value("reddest")  # the slot follows the rename
+    page.locator("#dir-run").click()
+    expect(page.locator("#dir-gallery img").first).to_be_visible()
+    expect(page.get_by_text("not in the list of choices")).to_have_count(0)
+    choose(page, "lib-list", "larger")
+    expect(page.locator("#lib-delete")).to_be_disabled()  # ... a shipped one cannot
+    page.screenshot(path=str(ARTIFACTS / "browser-directions-rename.png"), full_page=True)
