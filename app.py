@@ -783,7 +783,7 @@ def main(argv=None) -> None:
     demo = build_demo(blend.load(args.preset, device=args.device))
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS, ssr_mode=False,
-        show_error=True, max_file_size="50mb")
+        show_error=True, max_file_size="50mb", footer_links=["api", "gradio", "settings"])
 
 
 if __name__ == "__main__":
