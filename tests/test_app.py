@@ -176,6 +176,8 @@ def test_browser_path(page):
 
     page.get_by_role("tab", name="Path").click()
     textarea(page, "path-end-text").fill("a small green triangle on a white background")
+    textarea(page, "path-end-text").press("Tab")  # let the value reach gradio before the run reads it
+    page.wait_for_timeout(500)
     page.locator("#path-n input[type=range]").fill("4")
     expect(page.locator("#path-n input[type=number]")).to_have_value("4")
     page.locator("#path-run").click()

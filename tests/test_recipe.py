@@ -29,6 +29,12 @@ def same_images(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
+def close_images(a, b, tol: float = 2.0) -> bool:
+    """Equal up to float rounding (mean absolute difference in 0..255 levels)."""
+    return len(a) == len(b) and all(
+        np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() < tol for x, y in zip(a, b))
+
+
 def mix_recipe(**kw) -> Recipe:
     return Recipe("mix", [Term("image", EX), Term("text", "a square", 0.5)], **{"steps": FAST, **kw})
 
@@ -286,13 +292,13 @@ def test_canvas_sweep_matches_its_committed_child(blender):
     d = word_direction("large", "small")
     sweep = strength_sweep(blender, tile, d, [-1.0, 0.0, 1.5])
     child = run_recipe(blender, child_recipe(tile, d, 1.5))
-    assert same_images(child.images, sweep.images[2:])
+    assert close_images(child.images, sweep.images[2:])  # batch of 3 vs batch of 1: float rounding only
     assert child.texts[0] == sweep.texts[2]
     if is_real_shapes_mini():
         assert "large" in sweep.texts[2] and "small" in sweep.texts[0]  # the size moved, as the words say
     # strength 0 is the tile itself; a blend at weight 0 is the dragged tile's point
     base = run_recipe(blender, tile)
-    assert same_images(base.images, sweep.images[1:2])
+    assert close_images(base.images, sweep.images[1:2])
     mixed = run_recipe(blender, blend_recipe(tile, child.recipe, 0.0))
     assert torch.allclose(mixed.points, base.points, atol=1e-5)
     with pytest.raises(ValueError, match="strength"):
