@@ -283,6 +283,7 @@ def test_browser_canvas_drag_blend_reload(page):
     page.evaluate("localStorage.clear()")
     page.reload()
     page.wait_for_selector("#canvas-root[data-ready='1']")
+    expect(page.get_by_text("Use via API")).to_be_visible()  # the README points programs there
     # the vocabulary beside the words box: click words to write the sentence
     for w in ("a", "small", "red", "circle", "on", "a", "blue", "background"):
         page.locator(".bc-vocab span", has_text=re.compile(f"^{w}$")).click()
