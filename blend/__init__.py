@@ -9,7 +9,9 @@ from .blender import Blender, load
 from .directions import DirectionLibrary
 from .ops import apply_directions, direction, interpolate, mix, normalize, plane, slerp
 from .presets import list_presets
-from .recipe import History, Recipe, run_recipe
+from .history import History
+from .recipe import Recipe
+from .run import run_recipe
 
 __all__ = ["Blender", "load", "list_presets", "mix", "slerp", "interpolate", "direction", "apply_directions",
            "plane", "normalize", "Recipe", "History", "run_recipe", "DirectionLibrary"]

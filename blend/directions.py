@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import checks, ops, store
+from .images import image_value
 from .presets import MODELS_DIR
 
 DIRECTIONS_DIR = MODELS_DIR / "directions"
@@ -110,10 +111,8 @@ def direction_vector(blender, definition: dict | Direction) -> torch.Tensor:
             pos = blender.encode_texts([p for p, _ in d.pairs])
             neg = blender.encode_texts([n for _, n in d.pairs])
         else:
-            from .recipe import Term
-
-            pos = blender.encode_images([Term("image", v).load_image() for v in d.positive])
-            neg = blender.encode_images([Term("image", v).load_image() for v in d.negative])
+            pos = blender.encode_images([image_value(v) for v in d.positive])
+            neg = blender.encode_images([image_value(v) for v in d.negative])
     except ValueError as e:
         raise ValueError(f"direction {d.name!r}: {e}") from e
     return ops.direction(pos, neg)

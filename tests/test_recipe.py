@@ -29,6 +29,12 @@ def same_images(a, b) -> bool:
     return len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
+def close_images(a, b, tol: float = 2.0) -> bool:
+    """Equal up to float rounding (mean absolute difference in 0..255 levels)."""
+    return len(a) == len(b) and all(
+        np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() < tol for x, y in zip(a, b))
+
+
 def mix_recipe(**kw) -> Recipe:
     return Recipe("mix", [Term("image", EX), Term("text", "a square", 0.5)], **{"steps": FAST, **kw})
 
@@ -222,3 +228,90 @@ def test_meaning_survives_the_round_trip(blender):
     for img in r.images:
         assert read_attributes(img).attributes == ("red", "blue", "circle", "large")
     assert all(w in r.texts[0].split() for w in ("red", "circle", "blue"))
+
+
+# ---------------------------------------------------------------------------------------------- structure
+def test_blend_modules_import_without_cycles():
+    """Module-level imports between blend's own files form no cycle (recipe -> run/history would be one)."""
+    import ast
+
+    pkg = ROOT / "blend"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.parse(f.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[f.stem] = {d.split(".")[0] for d in deps if (pkg / f"{d.split('.')[0]}.py").exists()}
+
+    def reach(start):
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
+        return seen
+
+    cycles = [m for m in graph if m in reach(m)]
+    assert not cycles, {m: graph[m] for m in cycles}
+    assert "recipe" not in graph["directions"] and "run" in graph["canvas"]
+
+
+def test_history_is_a_tree_of_any_depth_and_bounded():
+    from blend.history import History
+
+    h = History(max_nodes=3000)
+    node = h.add(mix_recipe())
+    for _ in range(2500):  # deeper than Python's recursion limit
+        node = h.branch(node.id, seed=node.seed + 1)
+    tree = h.tree()
+    assert len(tree) == 2501 and tree[-1][0] == 2500 and tree[-1][1].id == node.id
+    small = History(max_nodes=2)
+    small.add(mix_recipe())
+    small.add(mix_recipe())
+    with pytest.raises(ValueError, match="at most 2 nodes"):
+        small.add(mix_recipe())
+
+
+def test_recipe_terms_nest_and_are_checked():
+    inner = mix_recipe()
+    outer = Recipe("mix", [Term("recipe", inner.to_json(indent=None), 0.5), Term("text", "a square", 0.5)])
+    assert Recipe.from_json(outer.to_json()) == outer.check()
+    with pytest.raises(ValueError, match="only a mix or directions recipe"):
+        Recipe("mix", [Term("recipe", Recipe("path", [Term("text", "red"), Term("text", "blue")]).to_json())]).check()
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Recipe("mix", [Term("recipe", "{oops")]).check()
+
+
+def test_canvas_sweep_matches_its_committed_child(blender):
+    """A drag previews from one batch; the child it commits at one of those strengths is that very picture."""
+    from blend.canvas import blend_recipe, child_recipe, strength_sweep, word_direction
+
+    tile = Recipe("mix", [Term("text", "a small red circle on a blue background")])
+    d = word_direction("large", "small")
+    sweep = strength_sweep(blender, tile, d, [-1.0, 0.0, 1.5])
+    child = run_recipe(blender, child_recipe(tile, d, 1.5))
+    assert close_images(child.images, sweep.images[2:])  # batch of 3 vs batch of 1: float rounding only
+    assert child.texts[0] == sweep.texts[2]
+    if is_real_shapes_mini():
+        assert "large" in sweep.texts[2] and "small" in sweep.texts[0]  # the size moved, as the words say
+    # strength 0 is the tile itself; a blend at weight 0 is the dragged tile's point
+    base = run_recipe(blender, tile)
+    assert close_images(base.images, sweep.images[1:2])
+    mixed = run_recipe(blender, blend_recipe(tile, child.recipe, 0.0))
+    assert torch.allclose(mixed.points, base.points, atol=1e-5)
+    with pytest.raises(ValueError, match="strength"):
+        child_recipe(tile, d, 7)
+
+
+def test_agreement_flags_a_picture_that_is_not_its_sentence(blender):
+    from blend.agreement import check_agreement
+
+    cap = "a small red circle on a blue background"
+    point = blender.encode_texts([cap])
+    good = render(Scene("red", "blue", "circle", "small"), 64)
+    wrong = render(Scene("green", "white", "square", "large"), 64)
+    ok, bad = check_agreement(blender, point, [good, wrong], [cap], which=[0, 0])
+    assert ok.ok and not ok.warning and ok.cosine > bad.cosine
+    assert not bad.ok and "disagree" in bad.warning and bad.reading != cap

@@ -1,0 +1,61 @@
+"""Agreement check: does a decoded picture show what its point and its sentence say?
+
+Every decoded image is encoded again and compared with the point it was decoded from (a cosine), and with
+its sentence: the sentence the image's own embedding decodes to ("what the picture reads as") must be the
+sentence decoded from the point. Where either fails, the result carries a plain warning.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+MIN_COSINE = 0.6  # cos(E(image), point) below this: the picture left its point (preset: agreement.min_cosine)
+
+
+@dataclass
+class Agreement:
+    cosine: float  # cos(E(decoded image), the point it was decoded from)
+    text_cosine: float  # cos(E(decoded image), T(its sentence)) in the blend space
+    reading: str  # the sentence decoded from the image's own embedding
+    ok: bool
+    warning: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def min_cosine(blender) -> float:
+    return float((getattr(blender, "preset", None) or {}).get("agreement", {}).get("min_cosine", MIN_COSINE))
+
+
+def check_agreement(blender, points: torch.Tensor, images: list, sentences: list[str],
+                    which: list[int] | None = None) -> list[Agreement]:
+    """One Agreement per image.
+
+    Args:
+        points: (M, D) the points decoded.
+        images: N decoded images; image i was decoded from points[which[i]] (default: which[i] = i).
+        sentences: M sentences, one per point.
+    """
+    which = list(range(len(images))) if which is None else which
+    if len(which) != len(images):
+        raise ValueError(f"{len(images)} images but {len(which)} point indices")
+    if not images:
+        return []
+    e = blender.encode_images(images)  # (N, D)
+    p = points[which].to(e)  # (N, D)
+    t = blender.encode_texts([sentences[j] for j in which]).to(e)  # (N, D)
+    readings = blender.decode_texts(e)
+    cos, tcos = (e * p).sum(1).tolist(), (e * t).sum(1).tolist()
+    floor = min_cosine(blender)
+    out = []
+    for c, tc, reading, j in zip(cos, tcos, readings, which):
+        problems = []
+        if reading != sentences[j]:
+            problems.append(f"the picture reads as “{reading}”, the sentence says “{sentences[j]}”")
+        if c < floor:
+            problems.append(f"the picture is far from its point (cosine {c:.2f} < {floor:.2f})")
+        warning = ("Picture and sentence disagree: " + "; ".join(problems) + ".") if problems else ""
+        out.append(Agreement(c, tc, reading, not problems, warning))
+    return out
