@@ -778,12 +778,26 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
 
 
 def main(argv=None) -> None:
+    """`python app.py`: the UI and the REST API (/v1, /healthz, /metrics) in one process; --share: UI only."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    demo = build_demo(blend.load(args.preset, device=args.device))
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS, ssr_mode=False,
-        show_error=True, max_file_size="50mb", footer_links=["api", "gradio", "settings"])
+    blender = blend.load(args.preset, device=args.device)
+    demo = build_demo(blender).queue(default_concurrency_limit=1)
+    if args.share:  # a public Gradio link: Gradio's own server, no REST API beside it
+        demo.launch(server_name=args.host, server_port=args.port, share=True, theme=THEME, css=CSS, ssr_mode=False,
+                    show_error=True, max_file_size="50mb", footer_links=["api", "gradio", "settings"])
+        return
+    import uvicorn
+
+    from blend.serve import ServeConfig, create_app
+    from blend.serve.run import warn_if_open
+
+    cfg = ServeConfig.from_env()
+    warn_if_open(args.host, cfg)
+    app = create_app(blender, demo, cfg, ui_options={"theme": THEME, "css": CSS, "ssr_mode": False,
+                                                     "show_error": True, "max_file_size": "50mb",
+                                                     "footer_links": ["api", "gradio", "settings"]})
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

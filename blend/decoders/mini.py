@@ -24,10 +24,14 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     if scheduler is None:
         scheduler = DPMSolverMultistepScheduler(**scheduler_config, algorithm_type="dpmsolver++", solver_order=2)
     device, dtype = emb.device, unet.dtype
-    n, r = emb.shape[0], config["unshuffle"]
-    side = config["image_size"] // r
+    n = emb.shape[0]
+    if "latent_channels" in config:  # a latent decoder: the UNet works on (C, L, L) VAE latents
+        r, shape = 1, (config["latent_channels"], config["latent_size"], config["latent_size"])
+    else:  # pixel space, pixel-unshuffled by r
+        r = config["unshuffle"]
+        shape = (3 * r * r, config["image_size"] // r, config["image_size"] // r)
     seeds = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]  # one shared, or one per row
-    x = torch.cat([torch.randn((1, 3 * r * r, side, side), generator=torch.Generator("cpu").manual_seed(s))
+    x = torch.cat([torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(s))
                    for s in seeds]).to(device, dtype).expand(n, -1, -1, -1).contiguous()
     scheduler.set_timesteps(steps, device=device)
     x = x * scheduler.init_noise_sigma
@@ -45,6 +49,8 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
             uncond, c = out.chunk(2)
             out = uncond + guidance_scale * (c - uncond)
         x = scheduler.step(out, t, x).prev_sample
+    if "latent_channels" in config:
+        return x.float()  # (N, C, L, L) latents, scaled by the VAE's scaling_factor
     return F.pixel_shuffle(x.float(), r).clamp(-1, 1)
 
 
@@ -84,4 +90,45 @@ class MiniUnCLIP:
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
         x = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
                           config=self.config, scheduler=self.scheduler, progress=progress)
+        return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
+
+
+class MiniLatentUnCLIP(MiniUnCLIP):
+    """The shapes-mini v2 decoder: a UNet2DConditionModel on 8x8 VAE latents, then an AutoencoderKL decoder.
+
+    As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
+    clean renders, so flat regions come out flat. Folder: unet/, vae/, scheduler/, decoder.json.
+    """
+
+    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None):
+        super().__init__(unet, scheduler, config, device)
+        self.vae = vae
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
+        from pathlib import Path
+
+        from diffusers import AutoencoderKL
+
+        from ..sources import resolve_source
+
+        self = super().from_spec(spec, base_dir, device, dtype)
+        folder = Path(resolve_source(spec["source"], base_dir))
+        self.vae = AutoencoderKL.from_pretrained(str(folder / "vae")).to(device).eval()
+        return self
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, C, L, L) scaled latents -> (N, 3, S, S) in [-1, 1]."""
+        return self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
+                 guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
+        from ..world_v2 import to_images
+
+        steps = int(steps or self.config["steps"])
+        scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
+        z = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
+                          config=self.config, scheduler=self.scheduler, progress=progress)
+        x = self.decode_latents(z)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
