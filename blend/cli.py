@@ -98,6 +98,13 @@ def cmd_train(args):
         times = train_shapes_mini(args.out or "models/shapes-mini", work=args.work, seed=args.seed, quick=args.quick,
                                   stages=tuple(args.stages.split(",")), threads=args.threads)
         print(f"done: {times}")
+    elif args.what == "shapes-mini-v2":
+        from .train.shapes_mini_v2 import train_shapes_mini_v2
+
+        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else ("clip", "vae", "decoder")
+        times = train_shapes_mini_v2(args.out or "models/shapes-mini-v2", work=args.work, seed=args.seed,
+                                     quick=args.quick, stages=stages, threads=args.threads)
+        print(f"done: {times}")
     elif args.what == "inverter":
         from .train.inverter import train_corpus_inverter
 
@@ -190,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=cmd_presets)
 
-    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle) or a text `inverter`")
-    t.add_argument("what", choices=["shapes-mini", "inverter"])
+    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle), `shapes-mini-v2` (the "
+                                     "64-px world, in progress) or a text `inverter`")
+    t.add_argument("what", choices=["shapes-mini", "shapes-mini-v2", "inverter"])
     t.add_argument("--out", help="bundle folder (default models/shapes-mini); for inverter: its folder")
     t.add_argument("--work", help="checkpoint folder (default: beside the bundle)")
     t.add_argument("--seed", type=int, default=0)

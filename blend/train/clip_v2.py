@@ -200,7 +200,6 @@ def _held_out_pair(rng: random.Random, k: str):
 @torch.no_grad()
 def near_miss_accuracy(model, tokenizer, n: int = 100, seed: int = 78, split: str = "held-out") -> dict:
     """Share of images whose own caption beats every one-attribute-off caption (held-out scenes)."""
-    rng = random.Random(seed)
     scenes = world.sample_scenes(n, seed, split=split)
     img = F.normalize(model.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
     per = {k: 0 for k in world.ATTRIBUTES}
@@ -240,6 +239,8 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     ckpt = Checkpoint(work)
     start = ckpt.resume(model, opt, rng)
+    if start == 0 and warm_start(model, out / "open_clip_model.safetensors"):
+        start = _bundle_steps(out)
     bar = Progress(steps, start, "clip-v2", log)
     for step in range(start, steps):
         model.train()
@@ -259,12 +260,28 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
                                   "word_arith": _round(arithmetic_retrieval(model, tokenizer, 30))}))
         if (step + 1) % save_every == 0 or step + 1 == steps:
             save_clip(model, tokenizer.tokenizer, out, config)
+            (out / "training.json").write_text(json.dumps({"steps": step + 1, "groups": groups, "seed": seed}))
         if ckpt.step_done(model, opt, rng, step + 1, steps, stop_at, every=100):
             bar.close()
             return None
     bar.close()
     model.eval()
     return model
+
+
+def warm_start(model, weights: Path) -> bool:
+    """No work checkpoint (a new session): continue from the bundle's committed weights, if any."""
+    from safetensors.torch import load_file
+
+    if not Path(weights).is_file():
+        return False
+    model.load_state_dict(load_file(str(weights)))
+    return True
+
+
+def _bundle_steps(out: Path) -> int:
+    meta = Path(out) / "training.json"
+    return int(json.loads(meta.read_text()).get("steps", 0)) if meta.is_file() else 0
 
 
 def _round(d: dict) -> dict:

@@ -59,7 +59,7 @@ def build_unet(config: dict = UNET_CONFIG):
 def conditions(clip, tokenizer, rng: random.Random, batch: int, noise: float, drop: float):
     """(B, D) conditions and the B training scenes each should decode to."""
     kinds = rng.choices(["image", "caption", "partial", "word", "mid"], weights=[40, 20, 15, 15, 10], k=batch)
-    sources, targets, texts = [], [], []  # texts: (kind-specific) strings to embed
+    sources, targets = [], []  # sources: the scenes and strings each condition is made of
     for kind in kinds:
         if kind in ("image", "caption"):
             s = world.sample_scene(rng, split="train")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world_v2 as world
+from .clip_v2 import _bundle_steps, warm_start
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 VAE_CONFIG = dict(
@@ -72,6 +73,8 @@ def train_vae(out: str | Path, steps: int = 3000, batch: int = 32, lr: float = 1
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     ckpt = Checkpoint(work)
     start = ckpt.resume(vae, opt, rng)
+    if start == 0 and warm_start(vae, out / "diffusion_pytorch_model.safetensors"):
+        start = _bundle_steps(out)
     bar = Progress(steps, start, "vae", log)
     for step in range(start, steps):
         vae.train()
@@ -93,6 +96,7 @@ def train_vae(out: str | Path, steps: int = 3000, batch: int = 32, lr: float = 1
             vae.eval()
             bar.write(json.dumps({"step": step + 1, **{k: round(v, 4) for k, v in reconstruction_report(vae).items()}}))
             save_vae(vae, out)
+            (out / "training.json").write_text(json.dumps({"steps": step + 1, "batch": batch, "seed": seed}))
         if ckpt.step_done(vae, opt, rng, step + 1, steps, stop_at, every=100):
             bar.close()
             return None
