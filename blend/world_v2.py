@@ -20,17 +20,9 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .world import PALETTE  # the same 8-colour palette as v1, by the spec
+
 SIZE = 64  # images are SIZE x SIZE RGB
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 80, 220),
-    "yellow": (230, 210, 40),
-    "purple": (150, 60, 190),
-    "orange": (240, 140, 30),
-    "white": (240, 240, 240),
-    "black": (20, 20, 20),
-}
 COLORS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "medium", "large")

@@ -28,14 +28,14 @@ def build_clip(config: dict = CLIP_CONFIG):
     return CLIP(**config)
 
 
-def save_clip(model, tokenizer, folder: str | Path, config: dict = CLIP_CONFIG):
+def save_clip(model, tokenizer, folder: str | Path, config: dict = CLIP_CONFIG, preprocess: dict = PREPROCESS_CONFIG):
     """Write an open_clip `local-dir:` bundle: open_clip_config.json, open_clip_model.safetensors, tokenizer."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": config, "preprocess_cfg": PREPROCESS_CONFIG}, indent=2))
+        json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=2))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     tokenizer.save_pretrained(str(folder))
 
