@@ -101,7 +101,7 @@ def cmd_train(args):
     elif args.what == "shapes-mini-v2":
         from .train.shapes_mini_v2 import train_shapes_mini_v2
 
-        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else ("clip", "vae", "decoder")
+        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else ("clip", "vae", "vae-decoder", "decoder")
         times = train_shapes_mini_v2(args.out or "models/shapes-mini-v2", work=args.work, seed=args.seed,
                                      quick=args.quick, stages=stages, threads=args.threads)
         print(f"done: {times}")

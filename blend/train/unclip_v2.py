@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import world_v2 as world
 from ..decoders.mini import sample_unclip, unet_condition
-from .clip_v2 import _pair
+from .clip_v2 import _pair, warm_start
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 from .unclip import ema_update
 
@@ -107,11 +107,13 @@ def encode_latents(vae, scenes) -> torch.Tensor:
 
 
 def save_decoder(unet, vae, folder: str | Path, extra: dict | None = None):
+    """Write unet/, scheduler/, decoder.json (and vae/, unless `vae` is None: it already lives there)."""
     from diffusers import DPMSolverMultistepScheduler
 
     folder = Path(folder)
     unet.save_pretrained(str(folder / "unet"))
-    vae.save_pretrained(str(folder / "vae"))
+    if vae is not None:
+        vae.save_pretrained(str(folder / "vae"))
     DPMSolverMultistepScheduler(**SCHEDULER_CONFIG, algorithm_type="dpmsolver++", solver_order=2).save_pretrained(
         str(folder / "scheduler"))
     (folder / "decoder.json").write_text(json.dumps({**DECODER_CONFIG, **(extra or {})}, indent=2))
@@ -155,6 +157,11 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
     both = torch.nn.ModuleDict({"unet": unet, "ema": ema})
     ckpt = Checkpoint(work)
     start = ckpt.resume(both, opt, rng)
+    if start == 0 and warm_start(unet, out / "unet" / "diffusion_pytorch_model.safetensors"):
+        ema.load_state_dict(unet.state_dict())  # the bundle holds the EMA weights: both continue from them
+        start = int(json.loads((out / "decoder.json").read_text()).get("trained_steps", 0))
+    # the VAE already in out/vae (fine-tuned separately, encoder frozen) is never overwritten with a stale copy
+    keep_vae = None if Path(vae_dir).resolve() == (out / "vae").resolve() else vae
     bar = Progress(steps, start, "decoder-v2", log)
     for step in range(start, steps):
         unet.train()
@@ -178,7 +185,7 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             ema.eval()
             bar.write(json.dumps({"step": step + 1, **evaluate(ema, vae, clip, tokenizer)}))
-            save_decoder(ema, vae, out, {"trained_steps": step + 1, "batch": batch})
+            save_decoder(ema, keep_vae, out, {"trained_steps": step + 1, "batch": batch})
         if ckpt.step_done(both, opt, rng, step + 1, steps, stop_at, every=250):
             bar.close()
             return None
