@@ -11,11 +11,12 @@ import html
 import json
 import logging
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app runs offline
+from blend import tempfiles  # noqa: E402
+os.environ.setdefault("GRADIO_TEMP_DIR", str(tempfiles.gradio_cache()))  # uploads too are swept by age
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
@@ -24,7 +25,7 @@ import blend  # noqa: E402
 from blend.directions import DirectionLibrary, parse_pairs  # noqa: E402
 from blend.encode import load_image  # noqa: E402
 from blend.examples import ExampleIndex, example_path, list_examples, list_recipes  # noqa: E402
-from blend import canvas  # noqa: E402
+from blend import canvas, checks  # noqa: E402
 from blend.history import History  # noqa: E402
 from blend.images import DATA_URI, image_to_data_uri  # noqa: E402
 from blend.recipe import LIMITS, Recipe, Term, make_term  # noqa: E402
@@ -54,8 +55,8 @@ def pick(name: str) -> str | None:
     return name if name in EXAMPLES else (EXAMPLES[0] if EXAMPLES else None)
 
 
-OUT = Path(tempfile.mkdtemp(prefix="blend-app-"))  # GIFs and downloads, served from the temp dir
 N_TERMS = LIMITS["terms"]
+MAX_ROWS = int(os.environ.get("BLEND_MAX_ROWS", 16))  # rows one /decode call takes, as in the REST API
 MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # one model: heavy events take turns
 PLUMBING = {"api_visibility": "undocumented", "queue": False}  # UI-only events: named, not in the docs
 
@@ -170,7 +171,7 @@ def nearest_value(result) -> list[tuple]:
 
 
 def rundir_file(name: str, text: str) -> str:
-    path = OUT / f"{uuid.uuid4().hex[:6]}-{name}"
+    path = tempfiles.process_dir() / f"{uuid.uuid4().hex[:6]}-{name}"  # removed on shutdown and by age
     path.write_text(text)
     return str(path)
 
@@ -305,7 +306,7 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
     BLENDER = blender
     LIBRARY = library if library is not None else DirectionLibrary.for_preset(blender)
     INDEX = index if index is not None else ExampleIndex(blender)
-    with gr.Blocks(title="blend: mix meaning") as demo:
+    with gr.Blocks(title="blend: mix meaning", delete_cache=tempfiles.gradio_delete_cache()) as demo:
         history_state = gr.State(History())
         current_state = gr.State(None)  # the node new results grow from
         gr.Markdown(f"## blend · mix images and words in the space of meaning\nPreset **{BLENDER.name}** "
@@ -603,7 +604,7 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
                             n=int(data[path_n]), seed=data[path_seed])
             result = run(recipe, progress)
             updates = record(result, data[history_state], data[current_state])
-            gif = str(save_gif(result.images, OUT / f"path-{updates[current_state]}.gif"))
+            gif = str(save_gif(result.images, tempfiles.process_dir() / f"path-{updates[current_state]}.gif"))
             return {path_gallery: gr.Gallery(value=gallery_value(result), columns=min(recipe.n, 8)),
                     path_sentences: sentences_text(result), path_anim: gif, path_gif: gif, **updates}
 
@@ -747,11 +748,19 @@ def build_demo(blender, library: DirectionLibrary | None = None, index: ExampleI
             return run_recipe(BLENDER, recipe, library=LIBRARY, index=INDEX).to_dict()
 
         @user_errors
-        def decode(embedding: list[float], seed: int = 0, steps: int | None = None) -> dict:
-            """Decode one embedding of this preset's space -> {text, image (PNG data URI)}."""
-            emb = torch.tensor(embedding, dtype=torch.float32)
-            image = BLENDER.decode_images(emb, seed=seed, steps=steps)[0]
-            return {"text": BLENDER.decode_texts(emb)[0], "image": image_to_data_uri(image, max_side=4096)}
+        def decode(embedding: list[float] | list[list[float]], seed: int | list[int] = 0,
+                   steps: int | None = None) -> dict:
+            """Decode embeddings of this preset's space, one row or a list of rows (a seed, or one per row).
+
+            Returns {images (PNG data URIs), texts}: one per row; for one flat row also {image, text}.
+            """
+            emb = checks.embeddings(embedding, "embedding", dim=BLENDER.embed_dim, max_rows=MAX_ROWS)  # (N, D)
+            images = BLENDER.decode_images(emb, seed=seed, steps=steps)
+            out = {"images": [image_to_data_uri(im, max_side=4096) for im in images],
+                   "texts": BLENDER.decode_texts(emb)}
+            if embedding and not isinstance(embedding[0], (list, tuple)):  # one flat row: the single answer too
+                out.update(image=out["images"][0], text=out["texts"][0])
+            return out
 
         @user_errors
         def encode(kind: str, value: str) -> list[float]:
@@ -784,6 +793,7 @@ def main(argv=None) -> None:
     blender = blend.load(args.preset, device=args.device)
     demo = build_demo(blender).queue(default_concurrency_limit=1)
     if args.share:  # a public Gradio link: Gradio's own server, no REST API beside it
+        tempfiles.Janitor().start()
         demo.launch(server_name=args.host, server_port=args.port, share=True, theme=THEME, css=CSS, ssr_mode=False,
                     show_error=True, max_file_size="50mb", footer_links=["api", "gradio", "settings"])
         return

@@ -18,6 +18,7 @@ from typing import Callable
 
 log = logging.getLogger("blend.store")
 TEMP_SUFFIX = ".tmp"
+SAVE_GRACE_S = 60.0  # a save writes a small JSON in milliseconds: an older temp file is a killed save's
 
 
 def read_items(path: Path, key: str, parse: Callable[[dict], object]) -> list:
@@ -83,9 +84,9 @@ def locked(path: Path, timeout: float = 10.0):
         raise ValueError(f"{path.name} is busy (locked by another process): try again") from e
 
 
-def clean_orphans(folder: Path, max_age_s: float = 0.0) -> int:
+def clean_orphans(folder: Path, max_age_s: float = 0.0, now: float | None = None) -> int:
     """Remove temp files of killed saves older than max_age_s under `folder`; returns how many."""
-    n, now = 0, time.time()
+    n, now = 0, time.time() if now is None else now
     if not Path(folder).is_dir():
         return 0
     for p in Path(folder).rglob("*" + TEMP_SUFFIX):

@@ -49,12 +49,13 @@ def free_port() -> int:
 class AppServer:
     """`python app.py` in a subprocess on a free port of 127.0.0.1, with its own BLEND_HOME."""
 
-    def __init__(self, home: Path, preset: str = PRESET, timeout: float = 180):
+    def __init__(self, home: Path, preset: str = PRESET, timeout: float = 180, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = home / "app.log"
         env = {**os.environ, "BLEND_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               **(env or {})}
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", preset, "--host", "127.0.0.1",
                                       "--port", str(self.port)], cwd=ROOT, env=env, stdout=self._log,

@@ -81,6 +81,24 @@ def test_api_mix_then_decode(client):
     assert diff < 2.0
 
 
+def test_api_decode_gives_one_image_and_sentence_per_row(client):
+    """Two rows in, two images and two sentences out, each the one its row gives alone with its seed."""
+    from blend import world
+
+    captions = [world.caption(s) for s in world.sample_scenes(2, seed=11)]
+    rows = [client.predict(kind="text", value=c, api_name="/encode") for c in captions]
+    both = client.predict(embedding=rows, seed=[3, 4], api_name="/decode")
+    assert both["texts"] == captions and len(both["images"]) == 2 and "image" not in both
+    for row, seed, got in zip(rows, [3, 4], both["images"]):
+        alone = client.predict(embedding=row, seed=seed, api_name="/decode")
+        assert alone["images"] == [alone["image"]] and alone["texts"] == [alone["text"]]
+        diff = np.abs(np.asarray(png(got), float) - np.asarray(png(alone["image"]), float)).max()
+        assert diff <= 2.0
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="seed has 3 seeds for 2 rows"):
+        client.predict(embedding=rows, seed=[1, 2, 3], api_name="/decode")
+
+
 def test_api_runs_the_shipped_recipes(client):
     info = client.predict(api_name="/info")
     assert info["preset"] and "red-circle-on-blue.png" in info["examples"] and "larger" in info["directions"]
@@ -404,3 +422,41 @@ def test_browser_rename_while_a_slot_uses_the_direction(page):
     choose(page, "lib-list", "larger")
     expect(page.locator("#lib-delete")).to_be_disabled()  # ... a shipped one cannot
     page.screenshot(path=str(ARTIFACTS / "browser-directions-rename.png"), full_page=True)
+
+
+def test_temp_files_go_by_age_and_on_shutdown(tmp_path):
+    """`python app.py` keeps its temp files under BLEND_TMP_DIR: an upload goes once older than
+    BLEND_TEMP_MAX_AGE_S, a killed run's folder goes at start, and its own files go when it stops."""
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    require_models()
+    root = tmp_path / "tmp"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = root / f"run-{dead.pid}-k1" / "path-1.gif"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"GIF89a")
+    (tmp_path / "home").mkdir()
+    srv = AppServer(tmp_path / "home", env={"BLEND_TMP_DIR": str(root), "BLEND_TEMP_MAX_AGE_S": "4"})
+    try:
+        assert not orphan.parent.exists()
+        client = Client(srv.url, verbose=False)
+        recipe = tmp_path / "recipe.json"
+        recipe.write_text((ROOT / "examples" / "mix-circle-to-square.json").read_text())
+        client.predict(handle_file(str(recipe)), api_name="/history_upload")
+        uploads = [p for p in (root / "gradio").rglob("recipe.json")]
+        assert uploads, "the upload did not land under BLEND_TMP_DIR"
+        download = client.predict(api_name="/history_download")  # written to the app's own folder first
+        assert download and list(root.glob(f"run-{srv.proc.pid}-*/*blend-history.json"))
+        deadline = time.monotonic() + 60
+        while any(p.exists() for p in uploads) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(p.exists() for p in uploads), "an upload outlived BLEND_TEMP_MAX_AGE_S"
+    finally:
+        srv.stop()
+    assert not list(root.glob(f"run-{srv.proc.pid}-*")), "the app's own temp folder outlived it"
+    assert not [p for p in root.rglob("*") if p.is_file()], "files were left behind at shutdown"

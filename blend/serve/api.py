@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import checks, store
+from .. import checks, store, tempfiles
 from ..directions import DirectionLibrary, blend_home, default_directions
 from ..recipe import Recipe, image_to_data_uri, run_recipe
 from . import auth
@@ -104,12 +104,16 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
     metrics = Metrics(cfg.max_batch)
     engine = Engine(blender, cfg, metrics)
     defaults = default_directions(blender.preset)
-    removed = store.clean_orphans(home / "users", cfg.temp_max_age_s)
+    removed = store.clean_orphans(home / "users", store.SAVE_GRACE_S)
     if removed:
-        log.info("removed %d orphan temp files", removed)
+        log.info("removed %d temp files of killed saves", removed)
+    janitor = tempfiles.Janitor(max_age_s=cfg.temp_max_age_s,
+                                extra=[lambda now: store.clean_orphans(home / "users", store.SAVE_GRACE_S, now)])
     app = FastAPI(title="blend", version="1", description="Cross-modal latent blending: encode, mix, decode.")
     app.state.engine, app.state.config, app.state.metrics, app.state.keys = engine, cfg, metrics, keys
-    app.router.on_shutdown.append(engine.close)
+    app.state.janitor = janitor
+    app.router.on_startup.append(janitor.start)
+    app.router.on_shutdown.extend([engine.close, janitor.close])
     api = APIRouter(prefix="/v1", responses=ERRORS)
 
     def library(request: Request) -> DirectionLibrary:

@@ -27,7 +27,7 @@ class ServeConfig:
     cache_items: int = 4096  # cached embeddings (texts, text lists, images by content hash)
     keys: str = ""  # API keys: "key" or "user:key", comma-separated (BLEND_API_KEYS)
     keys_file: str = ""  # a file with one "user:key" (or key) a line (BLEND_API_KEYS_FILE)
-    temp_max_age_s: float = 24 * 3600  # orphan temp files older than this are removed
+    temp_max_age_s: float = 3600.0  # temp files (GIFs, downloads, uploads) untouched this long are removed
 
     @classmethod
     def from_env(cls, **overrides) -> "ServeConfig":
