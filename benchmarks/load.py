@@ -2,6 +2,7 @@
 
     python benchmarks/load.py                      # 50 clients x 4 /v1/mix requests on shapes-mini
     python benchmarks/load.py --soak 600           # then keep the load on for 10 minutes, sampling server memory
+                                                   # (on an idle machine: the issue's "memory flat" figure)
 
 Starts the server as a subprocess (REST API only), prints throughput, p50/p95 latency, lost or failed requests,
 the server's resident memory over the soak, and the machine's matmul peak beside the timings.
@@ -121,18 +122,21 @@ def main(argv=None):
         n = a.clients * a.requests
         print(f"{a.clients} clients x {a.requests}: {thr:.2f} req/s ({thr / seq:.1f}x one at a time)  "
               f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
-        if a.soak:
-            t0, rounds, mem = time.perf_counter(), 0, [rss_mb(server.pid)]
+        if a.soak:  # run it on an idle machine: other jobs' load changes the request rate, and so the memory
+            t0, rounds, mem, failed = time.perf_counter(), 0, [rss_mb(server.pid)], 0
+            print(f"soak start: server RSS {mem[0]:.0f} MB")
             while time.perf_counter() - t0 < a.soak:
                 _, l2, f2 = asyncio.run(concurrent(url, a.clients, 1, offset=10_000 + rounds * a.clients))
                 rounds += 1
+                failed += len(f2)
                 mem.append(rss_mb(server.pid))
                 if f2:
                     print(f"soak round {rounds}: {len(f2)} failed {f2[:5]}")
-            print(f"soak {time.perf_counter() - t0:.0f} s, {rounds * a.clients} requests: server RSS MB "
-                  f"before load {mem0:.0f}, after burst {mem[0]:.0f}, soak min {min(mem):.0f} max {max(mem):.0f} "
-                  f"last {mem[-1]:.0f}; first/second half mean {statistics.mean(mem[:len(mem)//2 or 1]):.0f}/"
-                  f"{statistics.mean(mem[len(mem)//2:]):.0f}")
+            minutes = (time.perf_counter() - t0) / 60
+            print(f"soak end: server RSS {mem[-1]:.0f} MB after {minutes * 60:.0f} s and {rounds * a.clients} more "
+                  f"requests ({failed} failed or lost); change {mem[-1] - mem[0]:+.0f} MB ({(mem[-1] - mem[0]) / minutes:+.1f}"
+                  f" MB/min); before load {mem0:.0f}, soak min {min(mem):.0f} max {max(mem):.0f}; first/second half "
+                  f"mean {statistics.mean(mem[:len(mem)//2 or 1]):.0f}/{statistics.mean(mem[len(mem)//2:]):.0f}")
     finally:
         server.terminate()
         server.wait(30)

@@ -142,7 +142,9 @@ def cmd_serve(args):
     if args.ray:
         from .serve.ray_app import serve_ray
 
-        serve_ray(args.preset, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus)
+        serve_ray(args.preset, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus,
+                  num_cpus=args.num_cpus, max_replicas=args.max_replicas, ingress_replicas=args.ingress_replicas,
+                  front=args.front, address=args.address)
     else:
         from .serve.run import serve
 
@@ -190,8 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--batch-wait-ms", type=float, default=None, help="wait to fill a batch (default 10)")
     sv.add_argument("--max-queue", type=int, default=None, help="images waiting; more get 429 (default 256)")
     sv.add_argument("--ray", action="store_true", help="deploy on Ray Serve (pip install 'blend[ray]')")
-    sv.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas")
-    sv.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray replica")
+    sv.add_argument("--replicas", type=int, default=1, help="Ray Serve model replicas (the minimum with --max-replicas)")
+    sv.add_argument("--max-replicas", type=int, default=None, help="autoscale the model replicas up to this many")
+    sv.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray model replica")
+    sv.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray model replica")
+    sv.add_argument("--ingress-replicas", type=int, default=1, help="Ray replicas of the HTTP app (no model)")
+    sv.add_argument("--front", choices=["ray", "local"], default="ray",
+                    help="who serves HTTP: Ray Serve's proxy and app replicas, or this process (models on Ray)")
+    sv.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one)")
     sv.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("presets", help="list the presets")

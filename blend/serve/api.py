@@ -22,7 +22,7 @@ from .. import checks, store, tempfiles
 from ..directions import DirectionLibrary, blend_home, default_directions
 from ..recipe import Recipe, image_to_data_uri, run_recipe
 from . import auth
-from .batcher import QueueFull
+from .batcher import QueueFull, Unavailable
 from .config import ServeConfig
 from .engine import Engine
 from .metrics import Metrics
@@ -172,6 +172,10 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
     @app.exception_handler(QueueFull)
     async def busy(request, e):
         return _error(429, f"busy: {e}; retry shortly", {"Retry-After": "2"})
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request, e):
+        return _error(503, f"unavailable: {e}", {"Retry-After": "5"})
 
     @app.exception_handler(FutureTimeout)
     async def timeout(request, e):

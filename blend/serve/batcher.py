@@ -19,6 +19,10 @@ class QueueFull(Exception):
     """The decode queue is at its limit: answer 429 with Retry-After."""
 
 
+class Unavailable(Exception):
+    """No model replica can take the work now (one died and none answered in time): answer 503 with Retry-After."""
+
+
 @dataclass
 class _Job:
     emb: torch.Tensor  # (D,)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import nullcontext
 
 import torch
 
@@ -21,7 +22,10 @@ class Engine:
         self.name, self.preset, self.embed_dim = blender.name, blender.preset, blender.embed_dim
         self.batcher = DecodeBatcher(blender, config.max_batch, config.batch_wait_ms, config.max_queue, metrics)
         self.cache = LRU(config.cache_items, metrics.cache_lookup if metrics else None)
-        self._lock = threading.Lock()  # encoder and text decoder: one call at a time (the UNet has its own thread)
+        # a remote blender (Ray workers) batches rows itself and takes calls in parallel; a local one takes turns:
+        # encoder and text decoder one call at a time (the UNet has the batcher's thread)
+        self.remote = getattr(blender, "batches_rows", False)
+        self._lock = nullcontext() if self.remote else threading.Lock()
 
     def _locked(self, fn, *args, **kw):
         with self._lock:
@@ -51,6 +55,8 @@ class Engine:
         seeds = seeds if isinstance(seeds, list) else [seeds] * emb.shape[0]
         if steps is not None:
             steps = checks.whole(steps, "steps", 1, self.config.max_steps)
+        if self.remote:
+            return self.blender.decode_images(emb, seed=seeds, steps=steps, **options)
         return self.batcher.decode(emb, seeds, steps, timeout=self.config.request_timeout_s, **options)
 
     def decode_texts(self, emb) -> list[str]:

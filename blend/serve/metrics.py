@@ -16,6 +16,8 @@ class Metrics:
                                     buckets=tuple(range(1, max(2, max_batch) + 1)), registry=r)
         self.queue_depth = Gauge("blend_decode_queue_depth", "images waiting to be decoded", registry=r)
         self.cache = Counter("blend_cache_lookups", "embedding cache lookups", ["result"], registry=r)
+        self.retries = Counter("blend_replica_retries", "model calls sent again after a replica was lost",
+                               registry=r)
 
     def cache_lookup(self, hit: bool) -> None:
         self.cache.labels("hit" if hit else "miss").inc()
