@@ -38,6 +38,8 @@ def main(argv=None) -> None:
     p.add_argument("--kill", choices=["worker", "ingress"], default="worker")
     p.add_argument("--front", choices=["ray", "local"], default="ray")
     a = p.parse_args(argv)
+    if a.front == "local" and a.kill == "ingress":
+        p.error("--front local has no ingress replica: the API runs in this process")
 
     import httpx
     import ray
@@ -85,6 +87,10 @@ def main(argv=None) -> None:
             return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith("blend_replica_retries_total"))
 
         kind = {"worker": "BlendWorker", "ingress": "BlendIngress"}[a.kill]
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from load import matmul_gflops
+        print(f"machine: {os.cpu_count()} CPU cores, matmul peak {matmul_gflops():.1f} GFLOP/s (1024^2 fp32); "
+              f"front {a.front}, {a.replicas} model replicas of 1 CPU")
         before, n_before = retried(), len(replicas(kind))
         with ThreadPoolExecutor(a.concurrency) as pool:
             futures = [pool.submit(decode, s) for s in range(a.requests)]

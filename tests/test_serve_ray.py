@@ -94,6 +94,31 @@ def test_a_bad_input_is_not_retried(mini):
     assert h.calls == 1
 
 
+def test_the_readme_config_file_is_valid_and_builds_its_autoscaling():
+    import re
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from blend.serve.ray_app import application, build
+
+    section = (ROOT / "README.md").read_text().split("<!-- serve:start -->")[1].split("<!-- serve:end -->")[0]
+    config = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[0])
+    ServeDeploySchema.model_validate(config)  # Ray's own schema for `serve run` / `serve deploy`
+    app = config["applications"][0]
+    assert app["import_path"] == "blend.serve.ray_app:build"
+    build(app["args"])  # the application builds from exactly these args
+    args = {**app["args"], "front": "local"}  # the model deployment alone, to read its options
+    worker = application(**args)._bound_deployment
+    scaling = worker._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas) == (args["replicas"], args["max_replicas"])
+    assert worker.ray_actor_options["num_gpus"] == args["num_gpus"]
+    with pytest.raises(ValueError, match="replicas"):
+        build({"replicas": "two"})
+    with pytest.raises(ValueError, match="unknown"):
+        build({"replics": 2})
+
+
 # ---------------------------------------------------------------------------------------------- a local cluster
 @pytest.fixture(scope="module")
 def ray_url():

@@ -245,8 +245,21 @@ def application(preset: str = "shapes-mini", replicas: int = 1, max_replicas: in
 
 
 def build(args: dict):
-    """For a Ray Serve config file: `import_path: blend.serve.ray_app:build` with `args: {preset: ...}`."""
-    return application(**args)
+    """For a Ray Serve config file or `serve run`: `import_path: blend.serve.ray_app:build`, `args` as in
+    `application` (`serve run blend.serve.ray_app:build replicas=2` passes strings: numbers are read here)."""
+    kinds = {"replicas": int, "max_replicas": int, "ingress_replicas": int, "retries": int, "num_gpus": float,
+             "num_cpus": float}
+    unknown = set(args) - set(kinds) - {"preset", "device", "front"}
+    if unknown:
+        raise ValueError(f"args: unknown {sorted(unknown)}; known: {sorted(kinds) + ['device', 'front', 'preset']}")
+    values = dict(args)
+    for k, v in args.items():
+        if k in kinds and isinstance(v, str):
+            try:
+                values[k] = kinds[k](v)
+            except ValueError:
+                raise ValueError(f"args.{k} must be a number, got {v!r}") from None
+    return application(**values)
 
 
 def serve_ray(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
