@@ -424,7 +424,7 @@ def test_browser_rename_while_a_slot_uses_the_direction(page):
     page.screenshot(path=str(ARTIFACTS / "browser-directions-rename.png"), full_page=True)
 
 
-def test_temp_files_go_by_age_and_on_shutdown(tmp_path):
+def test_temp_files_go_by_age_and_on_shutdown(tmp_path, monkeypatch):
     """`python app.py` keeps its temp files under BLEND_TMP_DIR: an upload goes once older than
     BLEND_TEMP_MAX_AGE_S, a killed run's folder goes at start, and its own files go when it stops."""
     import subprocess
@@ -434,6 +434,7 @@ def test_temp_files_go_by_age_and_on_shutdown(tmp_path):
     from gradio_client import Client, handle_file
 
     require_models()
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # `import app` in this process set it: the app picks its own
     root = tmp_path / "tmp"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
