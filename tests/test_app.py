@@ -481,13 +481,23 @@ def test_browser_results_land_on_the_canvas_and_tiles_are_inputs(page):
     expect(page.locator(".bc-tile .mark")).to_have_text(["start", "end"])
     arrows = page.locator("text[data-arrow]").all_text_contents()
     assert "path ×1" in arrows and "t=0.50" in arrows and "t=1.00" in arrows, arrows  # from the tile used, frame to frame
+    # the end frame, used in Mix: the mix's tile has an arrow from it
+    tiles.nth(3).locator(".label").click()
+    page.locator("#bc-target").select_option("mix")
+    tiles.nth(3).locator("button[data-act=use]").click()
+    expect(page.locator("#mix-term-2-tile")).to_contain_text(frames[-1])  # the first free term: term 2
+    page.locator("#mix-run").click()
+    expect(page.locator("#mix-gallery img").first).to_be_visible()
+    page.get_by_role("tab", name="Canvas").click()
+    expect(tiles).to_have_count(5)
+    expect(page.locator(f"text[data-arrow='{tiles.nth(4).get_attribute('data-id')}']")).to_have_text("mix ×1")
     # a frame is a tile like any other: drag a strength on it (its recipe is one point)
     tiles.nth(2).locator(".label").click()
     page.locator("#bc-pos").fill(start.split()[1])
     page.locator("#bc-neg").fill(end.split()[1])
     drag_strength(page, 1.0, moves=3)
     page.mouse.up()
-    expect(tiles).to_have_count(5)
+    expect(tiles).to_have_count(6)
     expect(page.locator("#bc-error")).to_have_text("")
     page.screenshot(path=str(ARTIFACTS / "browser-canvas-landed.png"))
 
