@@ -74,8 +74,11 @@ $('#bc-file').onchange = async (ev) => {
   if (t) addTile(t); else $('#bc-error').textContent = f.name + ': ' + $('#bc-error').textContent;
 };
 $('#bc-example').onchange = async (ev) => { if (!ev.target.value) return; const t = await call('canvas_tile', {kind: 'image', value: ev.target.value}); ev.target.value = ''; if (t) addTile(t); };
+let wordsBox = 'bc-words';  // the chips write into the words box last used: new tile, towards or away from
+['bc-words', 'bc-pos', 'bc-neg'].forEach((id) => $('#' + id).addEventListener('focus', () => { wordsBox = id; }));
 root.querySelectorAll('.bc-vocab span').forEach((s) => s.onclick = () => {
-  const box = $('#' + s.parentElement.dataset.for); box.value = (box.value.trim() + ' ' + s.textContent).trim(); box.focus();
+  const box = $('#' + wordsBox); box.value = (box.value.trim() + ' ' + s.textContent).trim(); box.focus();
+  if (wordsBox !== 'bc-words') sweep = null;
 });
 // ---------------------------------------------------------------- strength drag
 const track = $('#bc-track'), knob = $('#bc-knob');
