@@ -131,14 +131,13 @@ class Unreadable:
         self.name, self.message = name, message
 
 
-class CheckedImage(gr.Image):
-    """gr.Image whose uploads are read with blend's own checks when they arrive: a file that is not an
-    image (a corrupt `.png`) comes back as `Unreadable`, so the app says so beside the upload, in words."""
+def checked_image(**kwargs) -> gr.Image:
+    """A gr.Image whose uploads are read with blend's own checks when they arrive: a file that is not an
+    image (a corrupt `.png`) comes back as `Unreadable`, so the app says so beside the upload, in words.
+    (The instance's preprocess is replaced: a subclass would make Gradio write a .pyi stub beside app.py.)"""
+    image = gr.Image(**kwargs)
 
-    def get_block_name(self) -> str:
-        return "image"  # the same widget in the browser
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None:
             return None
         name = Path(payload.orig_name or payload.path or "upload").name
@@ -147,6 +146,9 @@ class CheckedImage(gr.Image):
             return load_image(source, name)
         except ValueError as e:
             return Unreadable(name, str(e))
+
+    image.preprocess = preprocess
+    return image
 
 
 def vocabulary(blender) -> list[str]:
@@ -204,9 +206,9 @@ class TermBox:
                                      scale=1, min_width=120)
                 self.example = gr.Dropdown(EXAMPLES, value=example, label="example", visible=kind == "image",
                                            elem_id=f"{key}-example", scale=2, min_width=160)
-                self.image = CheckedImage(value=image, type="pil", label="or upload an image", height=150,
-                                          sources=["upload", "clipboard"], visible=kind == "image", format="png",
-                                          elem_id=f"{key}-image", scale=2, min_width=140)
+                self.image = checked_image(value=image, type="pil", label="or upload an image", height=150,
+                                           sources=["upload", "clipboard"], visible=kind == "image", format="png",
+                                           elem_id=f"{key}-image", scale=2, min_width=140)
                 self.text = gr.Textbox(value=text, label="text", visible=kind == "text", elem_id=f"{key}-text",
                                        placeholder="a few words, e.g. a large square", scale=4, min_width=160)
                 self.tile_view = gr.HTML("<i>on the Canvas, pick a tile and “use in” this box</i>",

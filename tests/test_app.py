@@ -104,6 +104,37 @@ def test_api_errors_say_what_to_fix_and_the_server_keeps_serving(client, terms, 
     assert client.predict(kind="text", value="a red circle", api_name="/encode")  # still serving
 
 
+def test_history_tree_and_result_views_without_a_browser():
+    """The markup the History tab and the result views are made of: a nested tree with thumbnails and
+    one-click downloads named for the recipe; a plane as its k x k grid with corners marked and sentences."""
+    from blend.history import History, Outcome
+    from blend.recipe import Recipe, Term
+
+    import app
+
+    pics = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green", "white")]
+    plane = Recipe("plane", [Term("text", "a red star"), Term("text", "b"), Term("text", "c")], k=2)
+    outcome = Outcome(pics, ["one", "two", "three", "four"], ["(0,0)", "(0,1)", "(1,0)", "(1,1)"],
+                      [{"ok": True, "cosine": 0.9}, {"ok": False, "cosine": 0.2, "warning": "Picture and sentence "
+                                                     "disagree"}, {"ok": True, "cosine": 0.9}, {"ok": True, "cosine": 0.9}])
+    view = app.figures_html(outcome, plane)
+    assert "repeat(2, minmax(0, 1fr))" in view and view.count("<figure") == 4
+    assert re.findall(r"class='bl-mark'>([^<]+)<", view) == ["a", "b", "c", "b + c − a"]
+    assert all(f"class='bl-sentence'>{t}<" in view for t in outcome.texts)  # whole sentences, under each picture
+    assert view.count("data-role='warning'") == 1 and "download='blend-plane-red-star-b-c-seed0.png'" in view
+
+    h = History()
+    root = h.add(plane, result=outcome)
+    child = h.add(plane.copy(seed=1), parent=root.id)  # not kept: no thumbnail, no download
+    other = h.add(Recipe("mix", [Term("text", "a red star")]), result=outcome)
+    tree = app.tree_html(h, child.id)
+    assert tree.count("<ul>") == tree.count("</ul>") == 2 and tree.count("<li>") == tree.count("</li>") == 3
+    nested = tree[tree.index(f"data-node='{root.id}'"):tree.index(f"data-node='{other.id}'")]
+    assert f"data-node='{child.id}'" in nested and "<ul>" in nested  # the child sits inside its parent's item
+    assert tree.count("class='bh-dl'") == 2 and "download='blend-mix-red-star-seed0.png'" in tree
+    assert "bh-current' data-node='" + child.id in tree
+
+
 # ---------------------------------------------------------------------------------------------- browser
 @pytest.fixture(scope="module")
 def browser_context(server, tmp_path_factory):
