@@ -105,3 +105,69 @@ def strength_sweep(blender, parent: Recipe | dict, direction: dict, strengths=ST
     texts = blender.decode_texts(points)
     checks = check_agreement(blender, points, images, texts) if agreement else []
     return Sweep(strengths, points, images, texts, checks)
+
+
+# ---------------------------------------------------------------------------------------------- results as tiles
+def frame_recipes(result) -> list[Recipe]:
+    """One point recipe per picture of a result, each remaking that picture alone (same point, same seed).
+
+    A mix or directions result gives one per seed; a strip one per strength; a path frame t is the mix
+    of its ends with weights (1 - t, t) by the path's method; a plane cell (i, j) is the lerp mix of
+    a, b, c with weights (1 - u - v, u, v). So every picture of every workspace can be a canvas tile.
+    """
+    r = result.recipe.copy(id=None, parent=None, created=None)
+    op = r.operation
+    if op in POINT_OPERATIONS and r.sweep is None:
+        return [r.copy(seed=r.seed + i, n_seeds=1) for i in range(len(result.images))]
+    if op in POINT_OPERATIONS:  # a strip: the swept direction at each strength
+        j = [d["name"] for d in r.directions].index(r.sweep["name"])
+        out = []
+        for s in r.sweep["strengths"]:
+            dirs = [dict(d) for d in r.directions]
+            dirs[j]["strength"] = s
+            out.append(r.copy(sweep=None, n_seeds=1, directions=dirs))
+        return out
+    if op == "path":
+        a, b = r.terms
+        ts = torch.linspace(0, 1, r.n).tolist()
+        return [Recipe("mix", [Term(a.kind, a.value, 1 - t), Term(b.kind, b.value, t)], method=r.method,
+                       seed=r.seed, steps=r.steps, preset=r.preset).check() for t in ts]
+    a, b, c = r.terms  # plane, row-major like ops.plane
+    u = torch.linspace(0, 1, r.k).tolist()
+    return [Recipe("mix", [Term(a.kind, a.value, 1 - u[j] - u[i]), Term(b.kind, b.value, u[j]),
+                           Term(c.kind, c.value, u[i])], method="lerp", seed=r.seed, steps=r.steps,
+                   preset=r.preset).check() for i in range(r.k) for j in range(r.k)]
+
+
+def marks(recipe: Recipe, count: int) -> list[str]:
+    """What each picture is, in words: a path's start and end, a plane's corners (a, b, c, b + c − a)."""
+    out = [""] * count
+    if recipe.operation == "path" and count >= 2:
+        out[0], out[-1] = "start", "end"
+    elif recipe.operation == "plane" and count == recipe.k * recipe.k:
+        k = recipe.k
+        out[0], out[k - 1], out[k * (k - 1)], out[-1] = "a", "b", "c", "b + c − a"
+    return out
+
+
+def result_tiles(result) -> list[dict]:
+    """Canvas tiles for every picture of a result: {recipe, image, text, label, agreement, mark, link, arrow}.
+
+    `link` is the index of the tile it grows from within the same result (a path's previous frame) or None,
+    and `arrow` says what moved along that link.
+    """
+    from .images import image_to_data_uri
+
+    recipes = frame_recipes(result)
+    r, n = result.recipe, len(result.images)
+    names = marks(r, n)
+    tiles = []
+    for i, (rec, im) in enumerate(zip(recipes, result.images)):
+        text = result.texts[i] if len(result.texts) == n else result.texts[0]
+        label = f"{r.operation} {result.captions[i]}" + (f" · {names[i]}" if names[i] else "")
+        link = i - 1 if r.operation == "path" and i else None
+        tiles.append({"recipe": rec.to_dict(), "image": image_to_data_uri(im, max_side=4096), "text": text,
+                      "label": label, "mark": names[i], "link": link,
+                      "arrow": result.captions[i] if link is not None else "",
+                      "agreement": result.agreement[i].to_dict() if i < len(result.agreement) else None})
+    return tiles

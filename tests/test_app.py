@@ -122,6 +122,37 @@ def test_api_errors_say_what_to_fix_and_the_server_keeps_serving(client, terms, 
     assert client.predict(kind="text", value="a red circle", api_name="/encode")  # still serving
 
 
+def test_history_tree_and_result_views_without_a_browser():
+    """The markup the History tab and the result views are made of: a nested tree with thumbnails and
+    one-click downloads named for the recipe; a plane as its k x k grid with corners marked and sentences."""
+    from blend.history import History, Outcome
+    from blend.recipe import Recipe, Term
+
+    import app
+
+    pics = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green", "white")]
+    plane = Recipe("plane", [Term("text", "a red star"), Term("text", "b"), Term("text", "c")], k=2)
+    outcome = Outcome(pics, ["one", "two", "three", "four"], ["(0,0)", "(0,1)", "(1,0)", "(1,1)"],
+                      [{"ok": True, "cosine": 0.9}, {"ok": False, "cosine": 0.2, "warning": "Picture and sentence "
+                                                     "disagree"}, {"ok": True, "cosine": 0.9}, {"ok": True, "cosine": 0.9}])
+    view = app.figures_html(outcome, plane)
+    assert "repeat(2, minmax(0, 1fr))" in view and view.count("<figure") == 4
+    assert re.findall(r"class='bl-mark'>([^<]+)<", view) == ["a", "b", "c", "b + c − a"]
+    assert all(f"class='bl-sentence'>{t}<" in view for t in outcome.texts)  # whole sentences, under each picture
+    assert view.count("data-role='warning'") == 1 and "download='blend-plane-red-star-b-c-seed0.png'" in view
+
+    h = History()
+    root = h.add(plane, result=outcome)
+    child = h.add(plane.copy(seed=1), parent=root.id)  # not kept: no thumbnail, no download
+    other = h.add(Recipe("mix", [Term("text", "a red star")]), result=outcome)
+    tree = app.tree_html(h, child.id)
+    assert tree.count("<ul>") == tree.count("</ul>") == 2 and tree.count("<li>") == tree.count("</li>") == 3
+    nested = tree[tree.index(f"data-node='{root.id}'"):tree.index(f"data-node='{other.id}'")]
+    assert f"data-node='{child.id}'" in nested and "<ul>" in nested  # the child sits inside its parent's item
+    assert tree.count("class='bh-dl'") == 2 and "download='blend-mix-red-star-seed0.png'" in tree
+    assert "bh-current' data-node='" + child.id in tree
+
+
 # ---------------------------------------------------------------------------------------------- browser
 @pytest.fixture(scope="module")
 def browser_context(server, tmp_path_factory):
@@ -157,19 +188,38 @@ def textarea(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea")
 
 
+def caption(seed: int) -> str:
+    """A sentence of the preset's world (whatever world it is), so tests name no world's words."""
+    from blend import world
+
+    return world.caption(world.sample_scenes(1, seed)[0])
+
+
 @pytest.mark.browser
-def test_browser_mix(page):
+def test_browser_mix(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Mix").click()
-    # a person's own picture in term 1, words in term 2, a third term added with its weight pulled down
+    # a corrupt file named .png is refused when it is uploaded, beside that term, in words
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a picture")
+    page.locator("#mix-term-1-image input[type=file]").set_input_files(str(bad))
+    expect(page.locator("#mix-term-1-error")).to_contain_text("broken.png: cannot read image")
+    assert "Traceback" not in page.locator("#mix-term-1-error").inner_text()
+    expect(page.locator("#mix-term-1-image img")).to_have_count(0)
+    # a person's own picture in term 1: accepted, the message goes
     page.locator("#mix-term-1-image input[type=file]").set_input_files(str(ROOT / "examples" / "yellow-circle-on-purple.png"))
     expect(page.locator("#mix-term-1-image img")).to_be_visible()
+    expect(page.locator("#mix-term-1-error")).to_have_text("")
     textarea(page, "mix-term-2-text").fill("a zebra")
     page.locator("#mix-run").click()
-    # a word the model does not know: the error says which, and the app goes on
-    expect(page.get_by_text("does not know: zebra").first).to_be_visible()
-    textarea(page, "mix-term-2-text").fill("a square")
+    # a word the model does not know: the error is beside term 2 and says which word
+    expect(page.locator("#mix-term-2-error")).to_contain_text("does not know: zebra")
+    # the preset's vocabulary beside the box: click words to write them
+    textarea(page, "mix-term-2-text").fill("")
+    for w in ("a", "square"):
+        page.locator("#mix-term-2 .bl-vocab span", has_text=re.compile(f"^{w}$")).click()
+    expect(textarea(page, "mix-term-2-text")).to_have_value("a square")
     page.locator("#mix-add").click()
     expect(textarea(page, "mix-term-3-text")).to_be_visible()
     textarea(page, "mix-term-3-text").fill("a circle")
@@ -179,8 +229,27 @@ def test_browser_mix(page):
 
     expect(page.locator("#mix-gallery img").first).to_be_visible()
     expect(textarea(page, "mix-sentence")).not_to_have_value("")
+    expect(page.locator("#mix-term-2-error")).to_have_text("")  # fixed: the message is gone
     expect(page.locator("#mix-nearest img").first).to_be_visible()
+    sentence = textarea(page, "mix-sentence").input_value()
+    expect(page.locator("#mix-gallery figcaption")).to_contain_text(sentence)  # the whole sentence, under it
+    assert page.locator("#mix-gallery img").first.get_attribute("src").startswith("data:image/png;base64,")
+
+    # a bad word in a later run: the error stays beside term 3, and the last good result stays on screen
+    textarea(page, "mix-term-3-text").fill("a zebra")
+    page.locator("#mix-run").click()
+    expect(page.locator("#mix-term-3-error")).to_contain_text("does not know: zebra")
+    page.wait_for_timeout(4000)  # not a toast: still there seconds later
+    expect(page.locator("#mix-term-3-error")).to_contain_text("does not know: zebra")
+    expect(page.locator("#mix-gallery img").first).to_be_visible()
+    expect(textarea(page, "mix-sentence")).to_have_value(sentence)
     page.screenshot(path=str(ARTIFACTS / "browser-mix.png"), full_page=True)
+
+    # the result landed on the canvas as a tile with its sentence
+    page.get_by_role("tab", name="Canvas").click()
+    landed = page.locator(".bc-tile:not(.preview)", has_text=sentence)
+    expect(landed.first).to_be_visible()
+    expect(landed.first.locator(".label")).to_have_text("mix seed 0")
 
     # the History tab holds the recipe: the uploaded picture, both words and the weight that was moved
     page.get_by_role("tab", name="History").click()
@@ -202,6 +271,13 @@ def test_browser_path(page):
 
     expect(page.locator("#path-gallery img")).to_have_count(4)
     expect(textarea(page, "path-sentences")).to_have_value(re.compile(r"t=0\.00: .+\n(.*\n){2}t=1\.00: .+"))
+    # every frame has its whole sentence under it, and the two ends are marked
+    lines = textarea(page, "path-sentences").input_value().splitlines()
+    captions = page.locator("#path-gallery figcaption")
+    for i, line in enumerate(lines):
+        expect(captions.nth(i)).to_contain_text(line.split(": ", 1)[1])
+    expect(page.locator("#path-gallery .bl-mark")).to_have_text(["start", "end"])
+    expect(captions.nth(0).locator(".bl-mark")).to_have_text("start")
     expect(page.locator("#path-gif a[href*='.gif']").first).to_be_attached()
     expect(page.locator("#path-anim img")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-path.png"), full_page=True)
@@ -230,26 +306,57 @@ def test_browser_directions_plane_and_history(page):
     expect(page.locator("#dir-strip-gallery img")).to_have_count(5)
     page.screenshot(path=str(ARTIFACTS / "browser-directions.png"), full_page=True)
 
-    # Plane: three anchors, a 2 x 2 grid with its sentences
+    # Plane: three anchors, a 2 x 2 grid: corners marked, each with its whole sentence, two by two
     page.get_by_role("tab", name="Plane").click()
     textarea(page, "plane-c-text").fill("a large red square on a blue background")
     page.locator("#plane-k input[type=range]").fill("2")
     page.locator("#plane-run").click()
     expect(page.locator("#plane-gallery img")).to_have_count(4)
+    expect(page.locator("#plane-gallery .bl-mark")).to_have_text(["a", "b", "c", "b + c − a"])
     expect(page.locator("#plane-table")).to_contain_text("row 1")
+    boxes = [page.locator("#plane-gallery figure").nth(i).bounding_box() for i in range(4)]
+    assert boxes[0]["y"] == boxes[1]["y"] < boxes[2]["y"] == boxes[3]["y"], boxes  # a 2 x 2 grid, not a strip
     page.screenshot(path=str(ARTIFACTS / "browser-plane.png"), full_page=True)
 
-    # History: three results so far, each the child of the one before
+    # History: a real tree. The strip hangs under the Apply it came from (same base); the plane is a root of its own
     page.get_by_role("tab", name="History").click()
     tree = page.locator("#history-tree")
-    expect(tree).to_contain_text("directions: red-circle-on-blue.png×1 + larger×+1 · seed 0")
-    expect(tree).to_contain_text("└─ ")
-    expect(tree).to_contain_text("plane: red-circle-on-blue.png, yellow-circle-on-purple.png")
+    roots = tree.locator(".bh-tree > ul > li > .bh-node")
+    expect(roots).to_have_count(2)
+    expect(roots.nth(0)).to_contain_text("directions: red-circle-on-blue.png×1 + larger×+1 · seed 0")
+    expect(roots.nth(1)).to_contain_text("plane: red-circle-on-blue.png, yellow-circle-on-purple.png")
+    apply_id = roots.nth(0).get_attribute("data-node")
+    under = tree.locator(f"li:has(> [data-node='{apply_id}']) > ul .bh-node")
+    expect(under).to_have_count(1)
+    expect(under).to_contain_text("sweep larger")
+    expect(tree.locator(".bh-node img")).to_have_count(3)  # a thumbnail for every kept result
+    # a click shows a kept result at once (nothing is run): the plane as its grid with its sentences
+    roots.nth(1).locator(".bh-sum").click()
+    expect(page.locator("#history-gallery figure")).to_have_count(4)
+    expect(page.locator("#history-gallery .bl-mark")).to_have_text(["a", "b", "c", "b + c − a"])
+    expect(textarea(page, "history-sentences")).to_have_value(re.compile(r"\(1,1\): \w"))
+    # one click downloads the plane as one PNG with a readable name
+    with page.expect_download() as dl:
+        roots.nth(1).locator("a.bh-dl").click()
+    name = dl.value.suggested_filename
+    assert re.fullmatch(r"blend-plane-[a-z0-9-]+-seed0\.png", name) and "red" in name, name
+    assert Image.open(dl.value.path()).size[0] > 0
+    # Reopen the Apply: its result replaces what the Directions tab showed (the strip is cleared)
+    roots.nth(0).locator(".bh-sum").click()
+    expect(page.locator("#history-recipe .cm-content")).to_contain_text('"operation": "directions"')
+    page.locator("#history-reopen").click()
+    expect(page.locator("#history-note")).to_contain_text(f"Reopened {apply_id}")
+    page.get_by_role("tab", name="Directions").click()
+    expect(page.locator("#dir-strip-gallery img")).to_have_count(0)
+    expect(page.locator("#dir-gallery img")).to_have_count(1)
+    page.get_by_role("tab", name="History").click()
+
     # load a shipped recipe: it is added and reopened, and its inputs land in the Path tab
     choose(page, "history-example", "path-circle-to-triangle.json")
     page.locator("#history-load-example").click()
     expect(page.locator("#history-gallery img")).to_have_count(8)
     expect(textarea(page, "history-sentences")).to_have_value(re.compile(r"t=0\.00: .*t=1\.00: ", re.S))
+    loaded = tree.locator(".bh-current").get_attribute("data-node")
     # edit the recipe (4 frames instead of 8) and run it as a branch: a child of the loaded node
     editor = page.locator("#history-recipe .cm-content")
     recipe = json.loads(editor.inner_text())
@@ -258,10 +365,10 @@ def test_browser_directions_plane_and_history(page):
     page.keyboard.insert_text(json.dumps({**recipe, "n": 4, "steps": 2}, indent=1))
     page.locator("#history-branch").click()
     expect(page.locator("#history-gallery img")).to_have_count(4)
-    expect(tree).to_contain_text(re.compile(r"path: red-circle-on-blue\.png → .*\(8 slerp\).*\n    └─ \w+  path: .*\(4 slerp\)"))
+    expect(tree.locator(f"li:has(> [data-node='{loaded}']) > ul .bh-node")).to_contain_text("(4 slerp)")
     # a recipe file from disk joins the tree as a new root
     page.locator("#history-upload input[type=file]").set_input_files(str(ROOT / "examples" / "mix-circle-to-square.json"))
-    expect(tree).to_contain_text("mix: red-circle-on-blue.png×1 + 'a square'×1 + 'a circle'×-1 · seed 0  ◀ current")
+    expect(tree.locator(".bh-current")).to_contain_text("mix: red-circle-on-blue.png×1 + 'a square'×1 + 'a circle'×-1 · seed 0")
     page.locator("#history-download-all").click()
     expect(page.locator("#history-download a[href*='.json']").first).to_be_attached()
     page.screenshot(path=str(ARTIFACTS / "browser-history.png"), full_page=True)
@@ -336,6 +443,15 @@ def test_browser_canvas_drag_blend_reload(page):
     expect(tiles).to_have_count(4)
     expect(tiles.nth(3).locator(".label")).to_have_text("blend 0.50")
     expect(page.locator("text[data-arrow]")).to_have_count(3)
+    # the weight handle on the blend moves its share: all the way to the tile it was dropped on gives that tile
+    handle = tiles.nth(3).locator("input.bc-wh")
+    handle.fill("1")
+    expect(tiles.nth(3).locator(".label")).to_have_text("blend 1.00")
+    expect(tiles.nth(3).locator(".text")).to_have_text(other.locator(".text").inner_text())
+    expect(page.locator("text[data-arrow]", has_text="blend 100%")).to_have_count(1)
+    handle = tiles.nth(3).locator("input.bc-wh")
+    handle.fill("0.5")
+    expect(tiles.nth(3).locator(".label")).to_have_text("blend 0.50")
     page.screenshot(path=str(ARTIFACTS / "browser-canvas-blend.png"))
 
     # delete and undo; then a reload restores every tile, sentence and arrow
@@ -386,6 +502,56 @@ def test_browser_canvas_agreement_warning_and_corrupt_upload(page, tmp_path):
 
 
 @pytest.mark.browser
+def test_browser_results_land_on_the_canvas_and_tiles_are_inputs(page):
+    """A tile used as a Path's start: the path's frames land on the canvas, ends marked, lineage drawn."""
+    from playwright.sync_api import expect
+
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.wait_for_selector("#canvas-root[data-ready='1']")
+    start, end = caption(3), caption(8)
+    add_words(page, start)
+    page.locator("#bc-target").select_option("path-start")
+    page.locator("#bc-use").click()  # the selected tile, as the Path's start: the Path tab opens
+    expect(page.locator("#path-start-tile")).to_contain_text(start)
+    textarea(page, "path-end-text").fill(end)
+    textarea(page, "path-end-text").press("Tab")
+    page.wait_for_timeout(500)
+    page.locator("#path-n input[type=range]").fill("3")
+    expect(page.locator("#path-n input[type=number]")).to_have_value("3")
+    page.locator("#path-run").click()
+    expect(page.locator("#path-gallery img")).to_have_count(3)
+    frames = page.locator("#path-gallery .bl-sentence").all_inner_texts()
+
+    page.get_by_role("tab", name="Canvas").click()
+    tiles = page.locator(".bc-tile:not(.preview)")
+    expect(tiles).to_have_count(4)
+    assert tiles.locator(".text").all_inner_texts()[1:] == frames  # each frame a tile, with its sentence
+    expect(page.locator(".bc-tile .mark")).to_have_text(["start", "end"])
+    arrows = page.locator("text[data-arrow]").all_text_contents()
+    assert "path ×1" in arrows and "t=0.50" in arrows and "t=1.00" in arrows, arrows  # from the tile used, frame to frame
+    # the end frame, used in Mix: the mix's tile has an arrow from it
+    tiles.nth(3).locator(".label").click()
+    page.locator("#bc-target").select_option("mix")
+    tiles.nth(3).locator("button[data-act=use]").click()
+    expect(page.locator("#mix-term-2-tile")).to_contain_text(frames[-1])  # the first free term: term 2
+    page.locator("#mix-run").click()
+    expect(page.locator("#mix-gallery img").first).to_be_visible()
+    page.get_by_role("tab", name="Canvas").click()
+    expect(tiles).to_have_count(5)
+    expect(page.locator(f"text[data-arrow='{tiles.nth(4).get_attribute('data-id')}']")).to_have_text("mix ×1")
+    # a frame is a tile like any other: drag a strength on it (its recipe is one point)
+    tiles.nth(2).locator(".label").click()
+    page.locator("#bc-pos").fill(start.split()[1])
+    page.locator("#bc-neg").fill(end.split()[1])
+    drag_strength(page, 1.0, moves=3)
+    page.mouse.up()
+    expect(tiles).to_have_count(6)
+    expect(page.locator("#bc-error")).to_have_text("")
+    page.screenshot(path=str(ARTIFACTS / "browser-canvas-landed.png"))
+
+
+@pytest.mark.browser
 def test_browser_phone_layout(browser_context, server):
     from playwright.sync_api import expect
 
@@ -394,10 +560,34 @@ def test_browser_phone_layout(browser_context, server):
     page.goto(server.url)
     page.wait_for_selector("#canvas-root[data-ready='1']")
     page.evaluate("localStorage.clear()")
-    add_words(page, "a small red circle on a blue background")
+    add_words(page, caption(4))
     view = page.locator("#bc-view").bounding_box()
     assert view["x"] >= 0 and view["x"] + view["width"] <= 390 + 1  # the canvas fits the phone's width
-    expect(page.get_by_role("tab", name="Canvas")).to_be_visible()
+    # a stable tab bar: every tab in one row, none in a "more" menu, the same order whichever is open
+    names = ["Canvas", "Mix", "Directions", "Path", "Plane", "History"]
+    for name in ["Plane", "Mix", "History", "Canvas"]:
+        page.get_by_role("tab", name=name).click()
+        expect(page.get_by_role("tab")).to_have_text(names)
+        for n in names:
+            expect(page.get_by_role("tab", name=n)).to_be_in_viewport()
+        expect(page.get_by_label("More tabs")).to_be_hidden()
+    # the run button is in reach without scrolling
+    page.get_by_role("tab", name="Path").click()
+    run = page.locator("#path-run").bounding_box()
+    assert 0 <= run["y"] and run["y"] + run["height"] <= 844, run
+    # strips wrap: a path's frames fill rows inside the screen instead of running off its edge
+    page.locator("#path-n input[type=range]").fill("4")
+    textarea(page, "path-end-text").fill(caption(5))
+    textarea(page, "path-end-text").press("Tab")
+    page.wait_for_timeout(500)
+    page.locator("#path-run").click()
+    expect(page.locator("#path-gallery figure")).to_have_count(4)
+    boxes = [page.locator("#path-gallery figure").nth(i).bounding_box() for i in range(4)]
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 + 1 for b in boxes), boxes
+    assert len({round(b["y"]) for b in boxes}) >= 2, boxes  # more than one row
+    api = page.get_by_text("Use via API")
+    api.scroll_into_view_if_needed()
+    expect(api).to_be_visible()  # the README points programs there, at every width
     page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
     page.close()
 

@@ -315,3 +315,65 @@ def test_agreement_flags_a_picture_that_is_not_its_sentence(blender):
     ok, bad = check_agreement(blender, point, [good, wrong], [cap], which=[0, 0])
     assert ok.ok and not ok.warning and ok.cosine > bad.cosine
     assert not bad.ok and "disagree" in bad.warning and bad.reading != cap
+
+
+def test_history_keeps_results_hangs_them_where_they_came_from_and_names_downloads(blender):
+    from blend.history import History, download_name
+
+    h = History(max_stored=2)
+    first = run_recipe(blender, mix_recipe())
+    node = h.add(first.recipe, result=first)
+    kept = h.outcome(node.id)  # shown again without running the recipe
+    assert same_images(kept.images, first.images) and kept.texts == first.texts
+    assert kept.agreement == [a.to_dict() for a in first.agreement]
+    # a result hangs under the node it came from: same operation and a shared input; else it is a new root
+    edited = mix_recipe(seed=3)
+    assert h.origin(edited, node.id) == node.id
+    other = Recipe("mix", [Term("text", "a circle")])
+    assert h.origin(other, node.id) is None
+    path = Recipe("path", [Term("image", EX), Term("text", "a square")])
+    assert h.origin(path, node.id) is None  # a path made after a mix did not come from it
+    assert h.origin(edited, None) is None and h.origin(edited, "nope") is None
+    # bounded: the oldest kept pictures go first; the node itself stays
+    later = [h.add(mix_recipe(seed=s), result=first) for s in (1, 2)]
+    assert h.outcome(node.id) is None and node.id in h and all(h.outcome(n.id) for n in later)
+    # readable download names: the operation, the words without articles, the seed
+    assert download_name(Recipe("mix", [Term("text", "a red star")], seed=0)) == "blend-mix-red-star-seed0.png"
+    name = download_name(Recipe("path", [Term("image", EX), Term("text", "a square")], seed=4), "gif")
+    assert name == f"blend-path-{EX.rsplit('.', 1)[0]}-square-seed4.gif".replace("-on-", "-")
+
+
+def test_every_picture_of_every_workspace_can_be_a_tile(blender):
+    """Path frames, plane cells, seeds and strip frames each become a point recipe that remakes that picture."""
+    from blend import world
+    from blend.canvas import frame_recipes, marks, result_tiles
+    from blend.run import recipe_point
+
+    caps = [world.caption(s) for s in world.sample_scenes(3, 11)]
+    results = [
+        run_recipe(blender, Recipe("path", [Term("text", caps[0]), Term("text", caps[1])], n=3, steps=FAST)),
+        run_recipe(blender, Recipe("path", [Term("text", caps[0]), Term("text", caps[1])], n=3, method="lerp",
+                                   steps=FAST)),
+        run_recipe(blender, Recipe("plane", [Term("text", c) for c in caps], k=2, steps=FAST)),
+        run_recipe(blender, Recipe("mix", [Term("text", caps[0])], n_seeds=2, steps=FAST)),
+        run_recipe(blender, Recipe("directions", [Term("text", caps[0])], steps=FAST, sweep={
+            "name": "w", "strengths": [-1.0, 1.0]}, directions=[{"name": "w", "strength": 0.0, "definition": {
+                "name": "w", "pairs": [[caps[1], caps[0]]]}}])),
+    ]
+    for result in results:
+        frames = frame_recipes(result)
+        assert len(frames) == len(result.images)
+        for i, rec in enumerate(frames):
+            row = result.points[i if len(result.points) == len(frames) else 0]
+            assert torch.allclose(recipe_point(blender, rec), row, atol=1e-5), (result.recipe.operation, i)
+    # a frame decoded alone is the frame of the strip (same seed, same noise)
+    alone = run_recipe(blender, frame_recipes(results[0])[1])
+    assert close_images(alone.images, results[0].images[1:2]) and alone.texts[0] == results[0].texts[1]
+    assert alone.recipe.operation == "mix" and [d["kind"] for d in alone.recipe.to_dict()["terms"]] == ["text", "text"]
+    # ends and corners are marked; tiles carry lineage inside a path
+    assert marks(results[0].recipe, 3) == ["start", "", "end"]
+    assert marks(results[2].recipe, 4) == ["a", "b", "c", "b + c − a"]
+    tiles = result_tiles(results[0])
+    assert [t["link"] for t in tiles] == [None, 0, 1] and tiles[1]["arrow"] == "t=0.50"
+    assert tiles[2]["mark"] == "end" and tiles[2]["text"] == results[0].texts[2]
+    assert tiles[0]["image"].startswith(DATA_URI) and tiles[0]["agreement"]["cosine"] is not None

@@ -20,7 +20,7 @@ async function call(fn, args) {
   catch (e) { err('the server did not answer (' + e + ')'); return null; }
   finally { busy = false; }
 }
-function addTile(t, parent, arrow, at) {
+function addTile(t, parent, arrow, at, parent2, arrow2) {
   const id = 't' + (st.next++);
   const p = parent && st.tiles[parent];
   const roots = st.order.filter(i => !st.tiles[i].parent).length;
@@ -28,7 +28,8 @@ function addTile(t, parent, arrow, at) {
   const pos = at || (p ? {x: p.x + 250, y: p.y + 40 * st.order.filter(i => st.tiles[i].parent === parent).length}
                        : {x: 20, y: roots ? lowest + 320 : 20});
   st.tiles[id] = {id, x: pos.x, y: pos.y, recipe: t.recipe, image: t.image, text: t.text, label: t.label,
-                  agreement: t.agreement, parent: parent || null, arrow: arrow || ''};
+                  agreement: t.agreement, parent: parent || null, arrow: arrow || '', mark: t.mark || '',
+                  parent2: parent2 || null, arrow2: arrow2 || '', blend: t.blend || null};
   st.order.push(id); st.selected = id; save(); render(); return id;
 }
 function tileHtml(t, cls) {
@@ -36,10 +37,10 @@ function tileHtml(t, cls) {
   const agree = a.cosine === undefined ? '' : (a.ok ? `<div class="ok">agrees · cos ${a.cosine.toFixed(2)}</div>`
       : `<div class="warn" data-role="warning">⚠ ${esc(a.warning)} (cos ${a.cosine.toFixed(2)})</div>`);
   return `<div class="bc-tile ${cls}" data-id="${t.id}" style="left:${t.x}px;top:${t.y}px">
-    <div class="label">${esc(t.label)}</div><img src="${t.image}" alt="${esc(t.text)}" draggable="false">
-    <div class="text">${esc(t.text)}</div>${agree}
+    <div class="label">${t.mark ? `<span class="mark">${esc(t.mark)}</span> ` : ''}${esc(t.label)}</div><img src="${t.image}" alt="${esc(t.text)}" draggable="false">
+    <div class="text">${esc(t.text)}</div>${agree}${t.blend && !cls.includes('preview') ? `<label class="bc-handle" title="the blend's share: drag towards one tile or the other">${esc(st.tiles[t.blend.a] ? st.tiles[t.blend.a].label : 'a')} <input type="range" class="bc-wh" min="0" max="1" step="0.05" value="${t.blend.weight}"> ${esc(st.tiles[t.blend.b] ? st.tiles[t.blend.b].label : 'b')}</label>` : ''}
     ${cls.includes('preview') ? '' : `<div class="tools"><a href="${t.image}" download="blend-${t.id}-${slug(t.text)}.png"><button data-act="download">⬇ PNG</button></a>
-    <button data-act="recipe">recipe</button><button data-act="delete">✕</button></div>`}</div>`;
+    <button data-act="recipe">recipe</button><button data-act="use" title="use this tile as an input of the workspace chosen above">use in ▸</button><button data-act="delete">✕</button></div>`}</div>`;
 }
 const esc = (s) => String(s || '').replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 const slug = (s) => String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 50);
@@ -73,8 +74,11 @@ $('#bc-file').onchange = async (ev) => {
   if (t) addTile(t); else $('#bc-error').textContent = f.name + ': ' + $('#bc-error').textContent;
 };
 $('#bc-example').onchange = async (ev) => { if (!ev.target.value) return; const t = await call('canvas_tile', {kind: 'image', value: ev.target.value}); ev.target.value = ''; if (t) addTile(t); };
+let wordsBox = 'bc-words';  // the chips write into the words box last used: new tile, towards or away from
+['bc-words', 'bc-pos', 'bc-neg'].forEach((id) => $('#' + id).addEventListener('focus', () => { wordsBox = id; }));
 root.querySelectorAll('.bc-vocab span').forEach((s) => s.onclick = () => {
-  const box = $('#' + s.parentElement.dataset.for); box.value = (box.value.trim() + ' ' + s.textContent).trim(); box.focus();
+  const box = $('#' + wordsBox); box.value = (box.value.trim() + ' ' + s.textContent).trim(); box.focus();
+  if (wordsBox !== 'bc-words') sweep = null;
 });
 // ---------------------------------------------------------------- strength drag
 const track = $('#bc-track'), knob = $('#bc-knob');
@@ -136,7 +140,7 @@ $('#bc-dir').onchange = $('#bc-pos').oninput = $('#bc-neg').oninput = () => { sw
 const view = $('#bc-view');
 let drag = null;
 view.addEventListener('pointerdown', (ev) => {
-  if (ev.target.closest('button, a')) return;
+  if (ev.target.closest('button, a, input')) return;
   const el = ev.target.closest('.bc-tile');
   view.setPointerCapture(ev.pointerId);
   if (el && el.dataset.id !== 'preview') {
@@ -167,9 +171,13 @@ view.addEventListener('pointerup', async (ev) => {
     const under = tileUnder(ev, d.id);
     if (under) {  // dropped on another tile: blend them, then put the dragged one back
       const a = st.tiles[d.id], b = st.tiles[under]; a.x = d.x; a.y = d.y;
-      const w = parseFloat($('#bc-weight').value);
+      const w = 0.5;  // the handle on the new tile moves it afterwards
       const out = await call('canvas_blend', {a: a.recipe, b: b.recipe, weight: w});
-      if (out) { const id = addTile(out, a.id, 'blend ' + Math.round((1 - w) * 100) + '%', {x: Math.max(a.x, b.x) + 250, y: (a.y + b.y) / 2 + 60}); st.tiles[id].parent2 = b.id; st.tiles[id].arrow2 = 'blend ' + Math.round(w * 100) + '%'; save(); render(); return; }
+      if (out) {
+        const at = {x: (a.x + b.x) / 2 + (Math.abs(a.x - b.x) < 200 ? 230 : 0), y: Math.max(a.y, b.y) + 300};
+        addTile({...out, blend: {a: a.id, b: b.id, weight: w}}, a.id, shareLabel(1 - w), at, b.id, shareLabel(w));
+        return;
+      }
     }
   }
   save(); render();
@@ -181,9 +189,45 @@ view.addEventListener('wheel', (ev) => {
   st.view.x = mx - (mx - st.view.x) * k / st.view.k; st.view.y = my - (my - st.view.y) * k / st.view.k; st.view.k = k;
   save(); render();
 }, {passive: false});
+const shareLabel = (w) => 'blend ' + Math.round(w * 100) + '%';
+view.addEventListener('change', async (ev) => {  // a blend's weight handle: blend the two tiles again
+  if (!ev.target.classList.contains('bc-wh')) return;
+  const t = st.tiles[ev.target.closest('.bc-tile').dataset.id], a = st.tiles[t.blend.a], b = st.tiles[t.blend.b];
+  if (!a || !b) return err('one of the two blended tiles was deleted: undo, or blend again');
+  const w = parseFloat(ev.target.value);
+  $('#bc-status').textContent = 'blending…';
+  const out = await call('canvas_blend', {a: a.recipe, b: b.recipe, weight: w});
+  $('#bc-status').textContent = '';
+  if (!out) return render();
+  Object.assign(t, {recipe: out.recipe, image: out.image, text: out.text, label: out.label, agreement: out.agreement,
+                    arrow: shareLabel(1 - w), arrow2: shareLabel(w)});
+  t.blend.weight = w; save(); render();
+});
+function useTile(t) {  // the tile becomes an input of another workspace (Python: use_tile_events in app.py)
+  if (!t) return err('select a tile first');
+  err('');
+  window.dispatchEvent(new CustomEvent('blend-canvas-use', {detail: JSON.stringify({nonce: Date.now() + Math.random(),
+    target: $('#bc-target').value, tile: {id: t.id, recipe: t.recipe, image: t.image, text: t.text, label: t.label}})}));
+}
+window.addEventListener('blend-canvas-inbox', (ev) => {  // a workspace's result lands here, as tiles
+  let msg; try { msg = JSON.parse(ev.detail); } catch (e) { return; }
+  if (!msg || !msg.tiles || !msg.tiles.length || msg.nonce === lastInbox) return;
+  lastInbox = msg.nonce;
+  const lowest = st.order.reduce((m, i) => Math.max(m, st.tiles[i].y), -320);
+  const x0 = 20, y0 = st.order.length ? lowest + 320 : 20, ids = [], cols = msg.cols || 8;
+  msg.tiles.forEach((t, i) => {
+    const links = (t.link !== null && t.link !== undefined ? [[ids[t.link], t.arrow]] : [])
+      .concat((t.from || []).filter((f) => st.tiles[f[0]]));
+    const at = {x: x0 + (i % cols) * 200, y: y0 + Math.floor(i / cols) * 300};
+    ids.push(addTile(t, links[0] && links[0][0], links[0] && links[0][1], at, links[1] && links[1][0], links[1] && links[1][1]));
+  });
+  root.dataset.landed = String((parseInt(root.dataset.landed || '0') + msg.tiles.length));
+});
+let lastInbox = null;
 view.addEventListener('click', (ev) => {
   const b = ev.target.closest('button'); if (!b) return;
   const id = ev.target.closest('.bc-tile').dataset.id, t = st.tiles[id];
+  if (b.dataset.act === 'use') useTile(t);
   if (b.dataset.act === 'recipe') { $('#bc-recipe').textContent = JSON.stringify(t.recipe, null, 1); $('#bc-recipe-box').open = true; }
   if (b.dataset.act === 'delete') {
     undo = {tile: t, index: st.order.indexOf(id)}; delete st.tiles[id]; st.order = st.order.filter(i => i !== id);
@@ -191,10 +235,7 @@ view.addEventListener('click', (ev) => {
   }
 });
 $('#bc-undo').onclick = () => { if (!undo) return; st.tiles[undo.tile.id] = undo.tile; st.order.splice(undo.index, 0, undo.tile.id); undo = null; $('#bc-undo').disabled = true; save(); render(); };
-$('#bc-use').onclick = () => {  // the selected tile's recipe, to paste into a workspace or the History tab
-  const t = st.tiles[st.selected]; if (!t) return err('select a tile first');
-  $('#bc-recipe').textContent = JSON.stringify(t.recipe, null, 1); $('#bc-recipe-box').open = true;
-};
+$('#bc-use').onclick = () => useTile(st.tiles[st.selected]);
 // ---------------------------------------------------------------- one JSON file
 $('#bc-save').onclick = () => {
   const a = document.createElement('a');

@@ -82,6 +82,10 @@ class MiniUnCLIP:
         config = {**json.loads((folder / "decoder.json").read_text()), **spec.get("options", {})}
         return cls(unet, scheduler, config, device)
 
+    def fresh_scheduler(self):
+        """A scheduler of its own for each call: it keeps per-run state, and calls can overlap (the canvas)."""
+        return type(self.scheduler).from_config(self.scheduler.config)
+
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
                  guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
         from ..world import to_images
@@ -89,7 +93,7 @@ class MiniUnCLIP:
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
         x = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.scheduler, progress=progress)
+                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
 
 
@@ -129,6 +133,6 @@ class MiniLatentUnCLIP(MiniUnCLIP):
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
         z = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.scheduler, progress=progress)
+                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress)
         x = self.decode_latents(z)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
