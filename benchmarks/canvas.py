@@ -27,15 +27,8 @@ from blend import world  # noqa: E402
 from blend.agreement import check_agreement  # noqa: E402
 from blend.canvas import STRENGTHS, child_recipe, strength_sweep, word_direction  # noqa: E402
 from blend.recipe import Recipe, Term  # noqa: E402
+from blend.machine import matmul_peak_gflops  # noqa: E402
 from blend.run import run_recipe  # noqa: E402
-
-
-def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
-    """Best-of fp32 (n x n) @ (n x n) on this machine, in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_time(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
 
 
 def _time(fn) -> float:

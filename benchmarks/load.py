@@ -22,14 +22,7 @@ from pathlib import Path
 import httpx
 import torch
 
-
-def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+from blend.machine import matmul_peak_gflops as matmul_gflops  # ray_fault.py imports it from here
 
 
 def free_port() -> int:
