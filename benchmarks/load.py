@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import torch
 
-from blend.machine import matmul_peak_gflops as matmul_gflops  # ray_fault.py imports it from here
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from blend.machine import matmul_peak_gflops as matmul_gflops  # noqa: E402  (ray_fault.py imports it from here)
 
 
 def free_port() -> int:
