@@ -3,6 +3,34 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+
+class EmbeddingHint(ModelMixin, ConfigMixin):
+    """An embedding drawn as a spatial map: (B, D) -> (B, C, L, L), fed to the UNet beside its latents.
+
+    A UNet that sees its condition only as one global vector (the class embedding, one cross-attention token)
+    must invent the layout from noise; given this map, trained to predict the target latents, it refines a
+    layout it already has. As diffusers' `UnCLIPTextProjModel` turns a CLIP embedding into extra tokens, this
+    turns it into extra input channels. Zero embeddings (the unconditional branch) are mapped too.
+    """
+
+    @register_to_config
+    def __init__(self, embed_dim: int = 128, hidden: int = 512, channels: int = 16, size: int = 8):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden, channels * size * size))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        c, s = self.config.channels, self.config.size
+        return self.net(emb).view(emb.shape[0], c, s, s)
+
+
+def unet_input(x: torch.Tensor, hint_map: torch.Tensor | None) -> torch.Tensor:
+    """The UNet's input: the noisy latents, and the condition's spatial hint beside them when there is one."""
+    return x if hint_map is None else torch.cat([x, hint_map.to(x.dtype)], dim=1)
 
 
 def unet_condition(emb: torch.Tensor) -> dict:
@@ -12,12 +40,14 @@ def unet_condition(emb: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, seed: int, config: dict,
-                  scheduler_config: dict | None = None, scheduler=None, progress: bool = False) -> torch.Tensor:
+                  scheduler_config: dict | None = None, scheduler=None, progress: bool = False,
+                  hint=None) -> torch.Tensor:
     """DPM-Solver++ sampling with classifier-free guidance (Ho & Salimans 2022) from one shared start noise.
 
     emb (N, D) -> images (N, 3, S, S) in [-1, 1]. Every row starts from the same noise, drawn from `seed`,
     so rows differ only by what their embeddings mean; a list of N seeds gives row i the noise of seed[i]
-    (so a row decodes the same whatever else is in its batch).
+    (so a row decodes the same whatever else is in its batch). `hint`: an `EmbeddingHint` whose map of the
+    condition goes into the UNet beside the latents.
     """
     from diffusers import DPMSolverMultistepScheduler
 
@@ -37,13 +67,14 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     x = x * scheduler.init_noise_sigma
     emb = emb.to(dtype)
     cond = torch.cat([torch.zeros_like(emb), emb]) if guidance_scale != 1.0 else emb
+    hint_map = None if hint is None else hint(cond)
     timesteps = scheduler.timesteps
     if progress:
         from tqdm.auto import tqdm
         timesteps = tqdm(timesteps, desc="decode", leave=False)
     for t in timesteps:
         inp = torch.cat([x, x]) if guidance_scale != 1.0 else x
-        inp = scheduler.scale_model_input(inp, t)
+        inp = unet_input(scheduler.scale_model_input(inp, t), hint_map)
         out = unet(inp, t, **unet_condition(cond)).sample
         if guidance_scale != 1.0:
             uncond, c = out.chunk(2)
@@ -101,12 +132,13 @@ class MiniLatentUnCLIP(MiniUnCLIP):
     """The shapes-mini v2 decoder: a UNet2DConditionModel on 8x8 VAE latents, then an AutoencoderKL decoder.
 
     As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
-    clean renders, so flat regions come out flat. Folder: unet/, vae/, scheduler/, decoder.json.
+    clean renders, so flat regions come out flat. Folder: unet/, vae/, hint/ (`EmbeddingHint`), scheduler/,
+    decoder.json.
     """
 
-    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None):
+    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None):
         super().__init__(unet, scheduler, config, device)
-        self.vae = vae
+        self.vae, self.hint = vae, hint
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
@@ -119,6 +151,8 @@ class MiniLatentUnCLIP(MiniUnCLIP):
         self = super().from_spec(spec, base_dir, device, dtype)
         folder = Path(resolve_source(spec["source"], base_dir))
         self.vae = AutoencoderKL.from_pretrained(str(folder / "vae")).to(device).eval()
+        if (folder / "hint").is_dir():
+            self.hint = EmbeddingHint.from_pretrained(str(folder / "hint")).to(device).eval()
         return self
 
     @torch.no_grad()
@@ -133,6 +167,6 @@ class MiniLatentUnCLIP(MiniUnCLIP):
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
         z = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress)
+                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress, hint=self.hint)
         x = self.decode_latents(z)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
