@@ -208,9 +208,9 @@ class TermBox:
                                            elem_id=f"{key}-example", scale=2, min_width=160)
                 self.image = checked_image(value=image, type="pil", label="or upload an image", height=150,
                                            sources=["upload", "clipboard"], visible=kind == "image", format="png",
-                                           elem_id=f"{key}-image", scale=2, min_width=140)
+                                           elem_id=f"{key}-image", scale=2, min_width=140, elem_classes="bl-sharp")
                 self.text = gr.Textbox(value=text, label="text", visible=kind == "text", elem_id=f"{key}-text",
-                                       placeholder="a few words, e.g. a large square", scale=4, min_width=160)
+                                       placeholder="a few words, e.g. a large red star on the left", scale=4, min_width=160)
                 self.tile_view = gr.HTML("<i>on the Canvas, pick a tile and “use in” this box</i>",
                                          visible=kind == "tile", elem_id=f"{key}-tile", min_width=160)
                 if weighted:
@@ -551,7 +551,7 @@ def canvas_workspace(ctx: "Session") -> gr.HTML:
     examples = "".join(f"<option>{html.escape(n)}</option>" for n in EXAMPLES)
     targets = "".join(f"<option value='{v}'>{t}</option>" for v, t in USE_TARGETS.items())
     markup = f"""<div id="canvas-root">
-  <div class="bc-bar"><input type="text" id="bc-words" placeholder="type words, e.g. a small red circle" size="34">
+  <div class="bc-bar"><input type="text" id="bc-words" placeholder="type words, e.g. a large red star on the left" size="34">
     <button id="bc-add-words">+ words</button>
     <label>+ image <input type="file" id="bc-file" accept="image/*"></label>
     <select id="bc-example"><option value="">+ example…</option>{examples}</select></div>
@@ -606,7 +606,7 @@ def mix_workspace(ctx: Session) -> Workspace:
             with gr.Column():
                 sentence = gr.Textbox(label="decoded sentence", interactive=False, elem_id="mix-sentence")
                 nearest = gr.Gallery(label="nearest examples", columns=4, height=170, elem_id="mix-nearest",
-                                     format="png")
+                                     format="png", elem_classes="bl-sharp")
         with gr.Accordion("recipe", open=False):
             recipe_code = gr.Code(language="json", label="recipe", elem_id="mix-recipe")
 
@@ -683,7 +683,8 @@ def directions_workspace(ctx: Session) -> Workspace:
                     view = gr.HTML("", elem_id="dir-gallery", min_height=60)
                     with gr.Column():
                         sentence = gr.Textbox(label="decoded sentence", interactive=False)
-                        nearest = gr.Gallery(label="nearest examples", columns=4, height=150, format="png")
+                        nearest = gr.Gallery(label="nearest examples", columns=4, height=150, format="png",
+                                             elem_classes="bl-sharp")
                 gr.Markdown("**A strip across strengths** of one direction (the others stay as set above).")
                 with gr.Row():
                     sweep_dir = gr.Dropdown(names, value=names[0] if names else None, label="direction to sweep")
@@ -700,7 +701,7 @@ def directions_workspace(ctx: Session) -> Workspace:
                 lib_desc = gr.Textbox(label="description")
                 lib_mode = gr.Radio(["text pairs", "example sets"], value="text pairs", label="defined by")
                 lib_pairs = gr.Textbox(lines=4, label="pairs: one 'positive | negative' per line",
-                                       placeholder="a large circle | a small circle", elem_id="lib-pairs")
+                                       placeholder="a star on the right | a star on the left", elem_id="lib-pairs")
                 vocab_chips(ctx.words, "lib-pairs")
                 lib_pos = gr.Dropdown(EXAMPLES, multiselect=True, label="positive examples", visible=False)
                 lib_neg = gr.Dropdown(EXAMPLES, multiselect=True, label="negative examples", visible=False)

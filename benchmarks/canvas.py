@@ -39,7 +39,7 @@ def _time(fn) -> float:
 
 def bench_drag(b, repeats: int) -> None:
     scenes = world.sample_scenes(repeats, seed=7)
-    words = [w for w in world.VOCAB_WORDS if w not in ("a", "an", "on", "background")]
+    words = list(world.COLORS + world.SHAPES + world.SIZES)  # one-word phrases of the world: any two make a direction
     rng = random.Random(7)
     sweep_s, refine_s = [], []
     for scene in scenes:

@@ -16,13 +16,14 @@ MIN_COSINE = 0.6  # cos(E(image), point) below this: the picture left its point 
 @dataclass
 class Agreement:
     cosine: float  # cos(E(decoded image), the point it was decoded from)
-    text_cosine: float  # cos(E(decoded image), T(its sentence)) in the blend space
+    text_cosine: float  # cos(E(decoded image), T(its sentence)) in the blend space; NaN without a sentence
     reading: str  # the sentence decoded from the image's own embedding
     ok: bool
     warning: str = ""
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: ((None if v != v else round(v, 4)) if isinstance(v, float) else v)  # NaN (no sentence): null
+                for k, v in asdict(self).items()}
 
 
 def min_cosine(blender) -> float:
@@ -45,14 +46,18 @@ def check_agreement(blender, points: torch.Tensor, images: list, sentences: list
         return []
     e = blender.encode_images(images)  # (N, D)
     p = points[which].to(e)  # (N, D)
-    t = blender.encode_texts([sentences[j] for j in which]).to(e)  # (N, D)
+    said = [j for j in sorted(set(which)) if sentences[j].strip()]  # a point may decode to no words at all
+    t = dict(zip(said, blender.encode_texts([sentences[j] for j in said]).to(e))) if said else {}  # j -> (D,)
     readings = blender.decode_texts(e)
-    cos, tcos = (e * p).sum(1).tolist(), (e * t).sum(1).tolist()
+    cos = (e * p).sum(1).tolist()
+    tcos = [float(row @ t[j]) if j in t else float("nan") for row, j in zip(e, which)]
     floor = min_cosine(blender)
     out = []
     for c, tc, reading, j in zip(cos, tcos, readings, which):
         problems = []
-        if reading != sentences[j]:
+        if not sentences[j].strip():
+            problems.append("the point decodes to no sentence")
+        elif reading != sentences[j]:
             problems.append(f"the picture reads as “{reading}”, the sentence says “{sentences[j]}”")
         if c < floor:
             problems.append(f"the picture is far from its point (cosine {c:.2f} < {floor:.2f})")

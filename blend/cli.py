@@ -95,15 +95,10 @@ def cmd_train(args):
     if args.what == "shapes-mini":
         from .train.shapes_mini import train_shapes_mini
 
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else None
+        kwargs = {"stages": stages} if stages else {}
         times = train_shapes_mini(args.out or "models/shapes-mini", work=args.work, seed=args.seed, quick=args.quick,
-                                  stages=tuple(args.stages.split(",")), threads=args.threads)
-        print(f"done: {times}")
-    elif args.what == "shapes-mini-v2":
-        from .train.shapes_mini_v2 import train_shapes_mini_v2
-
-        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else ("clip", "vae", "vae-decoder", "decoder")
-        times = train_shapes_mini_v2(args.out or "models/shapes-mini-v2", work=args.work, seed=args.seed,
-                                     quick=args.quick, stages=stages, threads=args.threads)
+                                  threads=args.threads, **kwargs)
         print(f"done: {times}")
     elif args.what == "inverter":
         from .train.inverter import train_corpus_inverter
@@ -205,15 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=cmd_presets)
 
-    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle), `shapes-mini-v2` (the "
-                                     "64-px world, in progress) or a text `inverter`")
-    t.add_argument("what", choices=["shapes-mini", "shapes-mini-v2", "inverter"])
+    t = sub.add_parser("train", help="train models: `shapes-mini` (the embedded bundle) or a text `inverter`")
+    t.add_argument("what", choices=["shapes-mini", "inverter"])
     t.add_argument("--out", help="bundle folder (default models/shapes-mini); for inverter: its folder")
     t.add_argument("--work", help="checkpoint folder (default: beside the bundle)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
-    t.add_argument("--stages", default="clip,decoder,inverter")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--stages", default=None, help="shapes-mini: a comma list of clip, clip-image, vae, "
+                                                   "vae-decoder, decoder, inverter (default: all, in that order)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     inv = t.add_argument_group("inverter", "blend train inverter --encoder ViT-L-14/openai --corpus captions.txt "
                                            "--out models/inverter-vitl14")
     inv.add_argument("--encoder", help="MODEL/PRETRAINED, hf-hub:ORG/NAME, local-dir:PATH or a preset name")

@@ -1,4 +1,4 @@
-"""Shared fixtures: the shipped shapes-mini bundle, loaded once, and its fidelity figures."""
+"""Shared fixtures: the shipped shapes-mini bundle (the 64-px v2 world), loaded once per session."""
 from __future__ import annotations
 
 import os
@@ -14,11 +14,3 @@ def mini():
     import blend
 
     return blend.load(os.environ.get("BLEND_TEST_PRESET", "shapes-mini"), device="cpu")
-
-
-@pytest.fixture(scope="session")
-def figures(mini):
-    """Fidelity on 100 held-out scenes (the benchmark runs 200+); tests assert the issue's floors on them."""
-    from blend.evaluate import fidelity
-
-    return fidelity(mini, n=100, seed=99)

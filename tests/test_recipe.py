@@ -11,7 +11,8 @@ from PIL import Image
 import blend
 from blend.examples import ExampleIndex, example_path, list_examples, list_recipes
 from blend.recipe import DATA_URI, History, Recipe, Term, image_to_data_uri, make_term, run_recipe
-from blend.world import Scene, read_attributes, render
+from blend import world
+from blend.world import Scene, is_held_out, read_attributes, render
 
 from app_support import PRESET, ROOT, is_real_shapes_mini, require_models
 
@@ -129,17 +130,34 @@ def test_shipped_examples_are_reproducible_and_their_recipes_load(tmp_path):
     spec.loader.exec_module(mod)
     mod.main(tmp_path)
     assert list_examples(tmp_path) == list_examples() and len(list_examples()) >= 12
+    seen = {a: set() for a in world.ATTRIBUTES}
     for name in list_examples():
         assert (tmp_path / name).read_bytes() == example_path(name).read_bytes(), f"{name} differs from the script"
         img = Image.open(example_path(name))
-        assert img.size == (256, 256)
-        scene_words = name.removesuffix(".png").replace("small-", "").split("-")  # color, shape, on, background
+        assert img.size == (world.SIZE, world.SIZE)  # the world's own pixels; the app scales them up sharp
         reading = read_attributes(img)
-        assert (reading.color, reading.shape, reading.background) == (scene_words[0], scene_words[1], scene_words[3])
+        assert mod.example_name(Scene(*reading.attributes)) == name, f"{name} shows {reading.attributes}"
+        assert not is_held_out(reading.color, reading.shape, reading.background), name
+        for a, v in zip(world.ATTRIBUTES, reading.attributes):
+            seen[a].add(v)
+    assert all(seen[a] == set(world.VALUES[a]) for a in world.ATTRIBUTES), seen  # every value of every attribute
     assert {json.loads((ROOT / "examples" / n).read_text())["operation"] for n in list_recipes()} >= {"mix", "path", "plane"}
     for name in list_recipes():
         assert (tmp_path / name).read_text() == (ROOT / "examples" / name).read_text()
-        Recipe.from_json((ROOT / "examples" / name).read_text())
+        recipe = Recipe.from_json((ROOT / "examples" / name).read_text())
+        for t in recipe.terms:
+            if t.kind == "text":  # v2 phrases: only the world's words
+                assert set(t.value.replace(",", " ").split()) <= set(world.VOCAB_WORDS), (name, t.value)
+
+
+def test_the_held_out_example_recipe_makes_a_held_out_scene():
+    """mix-circle-to-star.json: picture - 'a circle' + 'a star' names a (colour, shape, background) kept out of training."""
+    recipe = Recipe.from_json((ROOT / "examples" / "mix-circle-to-star.json").read_text())
+    image, plus, minus = recipe.terms
+    x = read_attributes(Image.open(example_path(image.value)))
+    assert (plus.value, plus.weight, minus.value, minus.weight) == ("a star", 1.0, "a circle", -1.0)
+    assert x.shape == "circle" and not is_held_out(x.color, "circle", x.background)
+    assert is_held_out(x.color, "star", x.background)
 
 
 # ---------------------------------------------------------------------------------------------- on the preset
@@ -221,13 +239,18 @@ def test_unknown_words_name_the_term_and_the_word(blender):
 
 
 def test_meaning_survives_the_round_trip(blender):
-    """On the trained shapes-mini: a lone example decodes back to a picture of it, and to its caption's words."""
+    """On the trained shapes-mini: a lone example decodes back to a picture of it, and to its caption."""
     if not is_real_shapes_mini():
         pytest.skip(f"meaning checks read the trained shapes-mini; BLEND_TEST_PRESET is {PRESET!r}")
-    r = run_recipe(blender, Recipe("mix", [Term("image", EX)], n_seeds=2))
-    for img in r.images:
-        assert read_attributes(img).attributes == ("red", "blue", "circle", "large")
-    assert all(w in r.texts[0].split() for w in ("red", "circle", "blue"))
+    names = [EX, "small-red-square-on-white-top-left.png", "medium-blue-triangle-on-green-lit-from-left.png",
+             "orange-star-on-black.png"]
+    pictures = sentences = 0
+    for name in names:
+        truth = read_attributes(Image.open(example_path(name)))
+        r = run_recipe(blender, Recipe("mix", [Term("image", name)], n_seeds=2))
+        pictures += sum(read_attributes(img).attributes == truth.attributes for img in r.images)
+        sentences += world.parse_caption(r.texts[0]) == truth.attributes
+    assert pictures >= 2 * len(names) - 1 and sentences >= len(names) - 1, (pictures, sentences)
 
 
 # ---------------------------------------------------------------------------------------------- structure
@@ -308,10 +331,11 @@ def test_canvas_sweep_matches_its_committed_child(blender):
 def test_agreement_flags_a_picture_that_is_not_its_sentence(blender):
     from blend.agreement import check_agreement
 
-    cap = "a small red circle on a blue background"
+    scene = Scene("red", "blue", "circle", "small", "left")
+    cap = world.caption(scene)  # a whole caption: the sentence a picture of the scene reads as
     point = blender.encode_texts([cap])
-    good = render(Scene("red", "blue", "circle", "small"), 64)
-    wrong = render(Scene("green", "white", "square", "large"), 64)
+    good = render(scene)
+    wrong = render(Scene("green", "white", "square", "large", "bottom right", "top"))
     ok, bad = check_agreement(blender, point, [good, wrong], [cap], which=[0, 0])
     assert ok.ok and not ok.warning and ok.cosine > bad.cosine
     assert not bad.ok and "disagree" in bad.warning and bad.reading != cap

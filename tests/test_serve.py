@@ -11,9 +11,6 @@ from PIL import Image
 
 from serve_support import bad_images, odd_images, uri
 
-CAPTION = None  # filled from the world's own caption, so no v1 words are hard-coded
-
-
 @pytest.fixture(scope="module")
 def served(mini, tmp_path_factory):
     from fastapi.testclient import TestClient
@@ -38,17 +35,20 @@ def image_of(data_uri: str) -> Image.Image:
 
 
 def test_mix_decodes_a_caption_to_its_scene_and_sentence(served, caption, mini):
+    """Over 6 scenes: /v1/mix of a caption draws that scene (all six attributes) and says that caption."""
     from blend import world
 
     client, _, _ = served
-    r = client.post("/v1/mix", json={"terms": [{"kind": "text", "value": caption}], "seed": 0})
-    assert r.status_code == 200, r.text
-    out = r.json()
-    assert out["texts"][0] == caption
-    assert len(out["embedding"]) == mini.embed_dim
-    scene = world.sample_scenes(1, seed=3)[0]
-    got = world.read_attributes(image_of(out["images"][0]))
-    assert got.shape == scene.shape and got.color == scene.color
+    scenes = world.sample_scenes(6, seed=3, split="train")
+    pictures = sentences = 0
+    for scene in scenes:
+        r = client.post("/v1/mix", json={"terms": [{"kind": "text", "value": world.caption(scene)}], "seed": 0})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert len(out["embedding"]) == mini.embed_dim
+        pictures += world.read_attributes(image_of(out["images"][0])).matches(scene)
+        sentences += out["texts"][0] == world.caption(scene)
+    assert pictures >= len(scenes) - 1 and sentences >= len(scenes) - 1, (pictures, sentences)
     png = client.post("/v1/mix", json={"terms": [{"kind": "text", "value": caption}], "format": "png"})
     assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content)).size
 

@@ -95,7 +95,10 @@ def test_rerank_picks_the_candidate_clip_scores_highest(inverter, enc):
             inverter.reranker = None
         for row, lp, q, pick in zip(texts, logprobs, noisy, chosen):
             score = embed_texts(enc, [t or " " for t in row]) @ q + fluency * lp  # independent recomputation
-            assert pick == row[int(score.argmax())]
+            assert pick in row
+            # the best score, up to batch rounding: candidates CLIP reads alike (they differ in a comma, which
+            # CLIP's tokenizer drops and the inverter's keeps) tie, and either may be picked
+            assert float(score[row.index(pick)]) >= float(score.max()) - 1e-5, (pick, row)
 
 
 def test_rerank_from_a_preset_spec(inverter, enc):

@@ -1,56 +1,75 @@
+"""The v2 shapes world (issue 7): the fixed spec, the held-out rule, and an exact attribute reader."""
 import random
 
+import numpy as np
 import pytest
 
 from blend import world
 
 
-def test_reader_reads_every_render_right():
-    for combo in world.all_combinations():
-        for dx, dy in ((-2, -2), (0, 0), (2, 1)):
-            scene = world.Scene(*combo, dx=dx, dy=dy)
-            assert world.read_attributes(world.render(scene)).matches(scene), scene
+def test_held_out_rule_counts_and_formula():
+    held = world.triples("held-out")
+    assert len(world.triples()) == 224 and len(held) == 28
+    for c, s, b in held:
+        assert (world.COLORS.index(c) + 3 * world.SHAPES.index(s) + 5 * world.COLORS.index(b)) % 8 == 0
+    assert len(world.all_combinations("train")) + len(world.all_combinations("held-out")) == 30240
 
 
-def test_reader_reads_upscaled_renders():
-    scene = world.Scene("orange", "black", "triangle", "small", 1, -2)
-    assert world.read_attributes(world.render(scene, 256)).matches(scene)
+def test_training_generators_never_yield_a_held_out_scene():
+    from blend.train.clip import pair_batch
+
+    rng = random.Random(0)
+    assert not any(s.held_out for s in world.sample_scenes(3000, 1, split="train"))
+    scenes, _ = pair_batch(rng, 200)  # the CLIP trainer's pairs: x, x' and the parallel pair
+    assert not any(s.held_out for s in scenes)
 
 
-def test_reader_sees_no_shape_on_a_flat_image():
-    from PIL import Image
-
-    reading = world.read_attributes(Image.new("RGB", (32, 32), world.PALETTE["blue"]))
-    assert reading.background == "blue" and reading.shape is None
-
-
-def test_spec_geometry():
-    img = world.render(world.Scene("red", "white", "square", "large"))
-    assert img.size == (32, 32)
-    assert img.getpixel((16, 16)) == world.PALETTE["red"]
-    assert img.getpixel((0, 0)) == world.PALETTE["white"]
-    assert len(world.all_combinations()) == 8 * 7 * 3 * 2
-
-
-def test_captions():
-    s = world.Scene("orange", "blue", "circle", "small")
-    assert world.caption(s) == "a small orange circle on a blue background"
-    assert world.partial_caption(color="orange", shape="square") == "an orange square"
+def test_caption_spec():
+    s = world.Scene("red", "blue", "star", "large", "top left", "right")
+    assert world.caption(s) == "a large red star in the top left on a blue background, lit from the right"
+    assert world.caption(s.with_(color="orange", background="green")).startswith("a large orange")
+    assert world.partial_caption(color="orange", shape="star") == "an orange star"
     assert world.partial_caption(background="orange") == "on an orange background"
-    assert world.partial_caption(color="red") == "red"
+    assert world.partial_caption(shape="star", position="left") == "a star on the left"
+    assert world.partial_caption(lighting="top") == "lit from above"
+    assert world.partial_caption(size="large") == "large"
     with pytest.raises(ValueError):
         world.partial_caption()
 
 
-def test_scene_rejects_impossible_scenes():
-    with pytest.raises(ValueError, match="differ"):
+def test_render_follows_the_spec():
+    s = world.Scene("white", "black", "square", "medium", "centre", "left", f=0.16, jx=0.0, jy=0.0)
+    arr = np.asarray(world.render(s), dtype=float)
+    assert arr.shape == (64, 64, 3)
+    assert arr[0, 0, 0] == 20 and round(arr[0, 63, 0]) == round(20 * 0.55)  # bright left edge, 0.55 at the right
+    assert arr[32, 32, 0] == round(240 * (1 - 0.45 * 32 / 63))
+    with pytest.raises(ValueError):
         world.Scene("red", "red", "circle", "small")
-    with pytest.raises(ValueError, match="shape"):
-        world.Scene("red", "blue", "hexagon", "small")
+    with pytest.raises(ValueError):
+        world.Scene("red", "blue", "circle", "small", f=0.2)
 
 
-def test_sampling_is_seeded():
-    assert world.sample_scenes(20, seed=3) == world.sample_scenes(20, seed=3)
-    assert world.sample_scenes(20, seed=3) != world.sample_scenes(20, seed=4)
-    batch = world.distinct_batch(random.Random(0), 100)
-    assert len({s.attributes for s in batch}) == 100
+@pytest.mark.parametrize("split", ["train", "held-out"])
+def test_reader_is_exact_on_true_renders(split):
+    scenes = world.sample_scenes(600, seed=11 if split == "train" else 12, split=split)
+    wrong = [(s, world.read_attributes(world.render(s))) for s in scenes]
+    wrong = [(s, r) for s, r in wrong if r.attributes != s.attributes]
+    assert not wrong, wrong[:3]
+
+
+def test_reader_reads_upscaled_renders_and_flat_backgrounds():
+    rng = random.Random(3)
+    for _ in range(50):
+        s = world.sample_scene(rng)
+        big = world.render(s, 256)
+        assert world.read_attributes(big).attributes == s.attributes
+        assert world.background_std(world.render(s)) < 1.0
+
+
+def test_reader_sees_grain():
+    s = world.Scene("green", "white", "circle", "large")
+    arr = np.asarray(world.render(s), dtype=float) + np.random.default_rng(0).normal(0, 6, (64, 64, 3))
+    from PIL import Image
+
+    noisy = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    assert world.background_std(noisy) > 3
