@@ -99,9 +99,9 @@ def cmd_train(args):
                                   stages=tuple(args.stages.split(",")), threads=args.threads)
         print(f"done: {times}")
     elif args.what == "shapes-mini-v2":
-        from .train.shapes_mini_v2 import train_shapes_mini_v2
+        from .train.shapes_mini_v2 import STAGES, train_shapes_mini_v2
 
-        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else ("clip", "vae", "vae-decoder", "decoder")
+        stages = tuple(args.stages.split(",")) if args.stages != "clip,decoder,inverter" else STAGES
         times = train_shapes_mini_v2(args.out or "models/shapes-mini-v2", work=args.work, seed=args.seed,
                                      quick=args.quick, stages=stages, threads=args.threads)
         print(f"done: {times}")
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--work", help="checkpoint folder (default: beside the bundle)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
-    t.add_argument("--stages", default="clip,decoder,inverter")
+    t.add_argument("--stages", default="clip,decoder,inverter",
+                   help="comma list; shapes-mini-v2 (default: all): clip, clip-image, vae, vae-decoder, decoder, inverter")
     t.add_argument("--threads", type=int, default=None)
     inv = t.add_argument_group("inverter", "blend train inverter --encoder ViT-L-14/openai --corpus captions.txt "
                                            "--out models/inverter-vitl14")

@@ -139,7 +139,8 @@ def save_decoder(unet, hint, vae, folder: str | Path, extra: dict | None = None)
         vae.save_pretrained(str(folder / "vae"))
     DPMSolverMultistepScheduler(**SCHEDULER_CONFIG, algorithm_type="dpmsolver++", solver_order=2).save_pretrained(
         str(folder / "scheduler"))
-    (folder / "decoder.json").write_text(json.dumps({**DECODER_CONFIG, **(extra or {})}, indent=2))
+    config = {**DECODER_CONFIG, "embed_dim": hint.config.embed_dim, **(extra or {})}
+    (folder / "decoder.json").write_text(json.dumps(config, indent=2))
 
 
 @torch.no_grad()
@@ -169,7 +170,7 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
                   lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.02, drop: float = 0.1,
                   hint_weight: float = 1.0, ema_decay: float = 0.999, work: str | Path | None = None,
                   log: str | Path | None = None, eval_every: int = 1000, config: dict = UNET_CONFIG,
-                  stop_at: int | None = None):
+                  hint_config: dict = HINT_CONFIG, stop_at: int | None = None):
     """Train the latent unCLIP decoder against a trained CLIP and VAE; save unet/, hint/, scheduler/ in `out`."""
     import open_clip
     from diffusers import AutoencoderKL, DDPMScheduler
@@ -181,7 +182,7 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
     clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
-    model = Decoder(build_unet(config), EmbeddingHint(**HINT_CONFIG))
+    model = Decoder(build_unet(config), EmbeddingHint(**hint_config))
     ema = copy.deepcopy(model).requires_grad_(False)
     sched = DDPMScheduler(**SCHEDULER_CONFIG)
     alphas = sched.alphas_cumprod
@@ -195,7 +196,7 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
         start = int(json.loads((out / "decoder.json").read_text()).get("trained_steps", 0))
     # the VAE already in out/vae (fine-tuned separately, encoder frozen) is never overwritten with a stale copy
     keep_vae = None if Path(vae_dir).resolve() == (out / "vae").resolve() else vae
-    bar = Progress(steps, start, "decoder-v2", log)
+    bar = Progress(steps, start, "decoder", log)
     for step in range(start, steps):
         model.train()
         for g in opt.param_groups:
