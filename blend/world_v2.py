@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -163,6 +164,34 @@ def partial_caption(color=None, background=None, shape=None, size=None, position
     if not text:
         raise ValueError("a description needs at least one attribute")
     return text
+
+
+def _alternation(words) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+_CAPTION = re.compile(
+    rf"an? ({_alternation(SIZES)}) ({_alternation(COLORS)}) ({_alternation(SHAPES)}) "
+    rf"({_alternation(POSITION_PHRASES.values())}) on an? ({_alternation(COLORS)}) background, "
+    rf"({_alternation(LIGHTING_PHRASES.values())})")
+_POSITION_OF = {v: k for k, v in POSITION_PHRASES.items()}
+_LIGHTING_OF = {v: k for k, v in LIGHTING_PHRASES.items()}
+
+
+def parse_caption(text: str) -> tuple[str, str, str, str, str, str] | None:
+    """The six attributes (color, background, shape, size, position, lighting) of a canonical caption, else None.
+
+    The exact inverse of `caption`: `parse_caption(caption(s)) == s.attributes` for every combination, and
+    any other string (a partial description, a wrong article, colour == background) gives None.
+    """
+    m = _CAPTION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        return None
+    size, color, shape, position, background, lighting = m.groups()
+    if color == background:
+        return None
+    attrs = (color, background, shape, size, _POSITION_OF[position], _LIGHTING_OF[lighting])
+    return attrs if caption(Scene(*attrs)) == text.strip() else None  # articles as `caption` writes them
 
 
 def phrase(attribute: str, value: str) -> str:

@@ -42,13 +42,15 @@ def unet_condition(emb: torch.Tensor) -> dict:
 @torch.no_grad()
 def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, seed: int, config: dict,
                   scheduler_config: dict | None = None, scheduler=None, progress: bool = False,
-                  hint=None) -> torch.Tensor:
+                  hint=None, strength: float = 1.0) -> torch.Tensor:
     """DPM-Solver++ sampling with classifier-free guidance (Ho & Salimans 2022) from one shared start noise.
 
     emb (N, D) -> images (N, 3, S, S) in [-1, 1]. Every row starts from the same noise, drawn from `seed`,
     so rows differ only by what their embeddings mean; a list of N seeds gives row i the noise of seed[i]
     (so a row decodes the same whatever else is in its batch). `hint`: an `EmbeddingHint` whose map of the
-    condition goes into the UNet beside the latents.
+    condition goes into the UNet beside the latents. `strength` < 1 (with a hint) starts from the hint's map
+    noised to that fraction of the schedule and runs only the rest of it (SDEdit, Meng et al. 2022): the
+    hint draws the layout, the UNet sharpens it.
     """
     from diffusers import DPMSolverMultistepScheduler
 
@@ -65,11 +67,17 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     x = torch.cat([torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(s))
                    for s in seeds]).to(device, dtype).expand(n, -1, -1, -1).contiguous()
     scheduler.set_timesteps(steps, device=device)
-    x = x * scheduler.init_noise_sigma
     emb = emb.to(dtype)
     cond = torch.cat([torch.zeros_like(emb), emb]) if guidance_scale != 1.0 else emb
     hint_map = None if hint is None else hint(cond)
     timesteps = scheduler.timesteps
+    if hint_map is not None and strength < 1.0:
+        skip = min(len(timesteps) - 1, int(round(len(timesteps) * (1.0 - strength))))
+        timesteps = timesteps[skip:]
+        scheduler.set_begin_index(skip)
+        x = scheduler.add_noise(hint_map[-n:].to(dtype), x, timesteps[:1].repeat(n))
+    else:
+        x = x * scheduler.init_noise_sigma
     if progress:
         from tqdm.auto import tqdm
         timesteps = tqdm(timesteps, desc="decode", leave=False)
@@ -168,6 +176,7 @@ class MiniLatentUnCLIP(MiniUnCLIP):
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
         z = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress, hint=self.hint)
+                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress, hint=self.hint,
+                          strength=float(self.config.get("strength", 1.0)))
         x = self.decode_latents(z)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
