@@ -117,7 +117,7 @@ class MiniUnCLIP:
         from ..sources import resolve_source
 
         folder = Path(resolve_source(spec["source"], base_dir))
-        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet")).to(device).eval()
+        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=torch.float32).to(device).eval()
         scheduler = DPMSolverMultistepScheduler.from_pretrained(str(folder / "scheduler"))
         config = {**json.loads((folder / "decoder.json").read_text()), **spec.get("options", {})}
         return cls(unet, scheduler, config, device)
@@ -159,9 +159,9 @@ class MiniLatentUnCLIP(MiniUnCLIP):
 
         self = super().from_spec(spec, base_dir, device, dtype)
         folder = Path(resolve_source(spec["source"], base_dir))
-        self.vae = AutoencoderKL.from_pretrained(str(folder / "vae")).to(device).eval()
+        self.vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=torch.float32).to(device).eval()
         if (folder / "hint").is_dir():
-            self.hint = EmbeddingHint.from_pretrained(str(folder / "hint")).to(device).eval()
+            self.hint = EmbeddingHint.from_pretrained(str(folder / "hint"), torch_dtype=torch.float32).to(device).eval()
         return self
 
     @torch.no_grad()

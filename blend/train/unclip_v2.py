@@ -165,8 +165,8 @@ def hint_dataset(clip, vae, tokenizer, rng: random.Random, rows: int, noise: flo
     from tqdm.auto import tqdm
 
     conds, latents = [], []
-    for _ in tqdm(range(0, rows, chunk), desc="hint data", leave=False):
-        cond, scenes = conditions(clip, tokenizer, rng, chunk, noise, drop)
+    for i in tqdm(range(0, rows, chunk), desc="hint data", leave=False):
+        cond, scenes = conditions(clip, tokenizer, rng, min(chunk, rows - i), noise, drop)
         conds.append(cond), latents.append(encode_latents(vae, scenes))
     return torch.cat(conds), torch.cat(latents)
 
