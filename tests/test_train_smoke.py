@@ -65,6 +65,7 @@ from blend.train.clip_v2 import JOINT_CONFIG, train_clip as train_clip_v2  # noq
 from blend.train.clip_v2_image import train_image_tower  # noqa: E402
 from blend.train.inverter_v2 import train_shapes_inverter as train_shapes_inverter_v2  # noqa: E402
 from blend.train.unclip_v2 import HINT_CONFIG, UNET_CONFIG as UNET_V2, train_decoder as train_decoder_v2  # noqa: E402
+from blend.train.unclip_v2 import train_hint, train_prior  # noqa: E402
 from blend.train.vae import train_vae  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -97,8 +98,11 @@ def test_v2_bundle_trains_on_tiny_models_and_loads(tmp_path):
                eval_every=10**9)
     train_image_tower(tmp_path / "clip", steps=2, batch=8, config=TINY_CLIP_V2, work=tmp_path / "w2", eval_every=10**9)
     train_vae(tmp_path / "decoder" / "vae", steps=2, batch=4, work=tmp_path / "w3", eval_every=10**9)
+    train_hint(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", rows=16, steps=2, batch=8,
+               config=TINY_HINT)
     train_decoder_v2(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", steps=2, batch=4,
-                  work=tmp_path / "w4", config=TINY_UNET_V2, hint_config=TINY_HINT, eval_every=10**9)
+                     work=tmp_path / "w4", config=TINY_UNET_V2, freeze_hint=True, max_t=500, eval_every=10**9)
+    train_prior(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8)
     train_shapes_inverter_v2(tmp_path / "clip", tmp_path / "inverter", steps=2, batch=8, work=tmp_path / "w5")
     (tmp_path / "preset.json").write_text(json.dumps({
         "name": "tiny", "encoder": {"type": "open_clip", "model": "local-dir:clip"},
@@ -107,6 +111,7 @@ def test_v2_bundle_trains_on_tiny_models_and_loads(tmp_path):
     b = blend.load(str(tmp_path), device="cpu")
     assert b.embed_dim == 16
     m = b.encode_texts(["a red star on the left"])
+    assert b.image_decoder.hint is not None and b.image_decoder.prior is not None
     imgs = b.decode_images(m, seed=0, steps=2)
     assert len(imgs) == 1 and imgs[0].mode == "RGB" and imgs[0].size[0] >= 64
     assert isinstance(b.decode_texts(m)[0], str)

@@ -29,6 +29,24 @@ class EmbeddingHint(ModelMixin, ConfigMixin):
         return self.net(emb * self.config.embed_dim ** 0.5).view(emb.shape[0], c, s, s)
 
 
+class EmbeddingPrior(ModelMixin, ConfigMixin):
+    """A residual MLP that moves any embedding (a caption, a blend) to the image embedding it means.
+
+    unCLIP's prior in miniature: trained on training scenes to map each condition onto the image embedding
+    of its target scene, so the decoder, which draws best from image embeddings, is fed one.
+    """
+
+    @register_to_config
+    def __init__(self, embed_dim: int = 128, hidden: int = 1024):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden, embed_dim))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return F.normalize(emb + self.net(emb * self.config.embed_dim ** 0.5), dim=-1)
+
+
 def unet_input(x: torch.Tensor, hint_map: torch.Tensor | None) -> torch.Tensor:
     """The UNet's input: the noisy latents, and the condition's spatial hint beside them when there is one."""
     return x if hint_map is None else torch.cat([x, hint_map.to(x.dtype)], dim=1)
@@ -142,12 +160,12 @@ class MiniLatentUnCLIP(MiniUnCLIP):
 
     As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
     clean renders, so flat regions come out flat. Folder: unet/, vae/, hint/ (`EmbeddingHint`), scheduler/,
-    decoder.json.
+    decoder.json, and optionally prior/ (`EmbeddingPrior`: the embedding is moved onto the image manifold first).
     """
 
-    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None):
+    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None, prior=None):
         super().__init__(unet, scheduler, config, device)
-        self.vae, self.hint = vae, hint
+        self.vae, self.hint, self.prior = vae, hint, prior
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
@@ -162,6 +180,9 @@ class MiniLatentUnCLIP(MiniUnCLIP):
         self.vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=torch.float32).to(device).eval()
         if (folder / "hint").is_dir():
             self.hint = EmbeddingHint.from_pretrained(str(folder / "hint"), torch_dtype=torch.float32).to(device).eval()
+        if (folder / "prior").is_dir():
+            prior = EmbeddingPrior.from_pretrained(str(folder / "prior"), torch_dtype=torch.float32)
+            self.prior = prior.to(device).eval()
         return self
 
     @torch.no_grad()
@@ -175,7 +196,11 @@ class MiniLatentUnCLIP(MiniUnCLIP):
 
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
-        z = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
+        emb = emb.to(self.device)
+        if self.prior is not None:
+            with torch.no_grad():
+                emb = self.prior(emb)
+        z = sample_unclip(self.unet, emb, steps=steps, guidance_scale=scale, seed=seed,
                           config=self.config, scheduler=self.fresh_scheduler(), progress=progress, hint=self.hint,
                           strength=float(self.config.get("strength", 1.0)))
         x = self.decode_latents(z)

@@ -209,6 +209,46 @@ def train_hint(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, rows:
     return hint
 
 
+def train_prior(clip_dir: str | Path, out: str | Path, rows: int = 40960, steps: int = 3000, batch: int = 256,
+                lr: float = 1e-3, seed: int = 0, cond_noise: float = 0.02, log: str | Path | None = None):
+    """Fit the EmbeddingPrior (cosine to the image embedding of each condition's target) and save it in
+    `out`/prior. The conditions are the decoder's own training mixture, training scenes only."""
+    import math
+
+    import open_clip
+    from tqdm.auto import tqdm
+
+    from ..decoders.mini import EmbeddingPrior
+
+    seed_everything(seed)
+    rng = random.Random(seed)
+    clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
+    conds, targets = [], []
+    with torch.no_grad():
+        for i in tqdm(range(0, rows, 512), desc="prior data", leave=False):
+            cond, scenes = conditions(clip, tokenizer, rng, min(512, rows - i), cond_noise, 0.0)
+            conds.append(cond)
+            targets.append(F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1))
+    cond, target = torch.cat(conds), torch.cat(targets)
+    prior = EmbeddingPrior(embed_dim=cond.shape[1])
+    opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    bar = Progress(steps, 0, "prior", log)
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        i = torch.randint(0, len(cond), (batch,), generator=gen)
+        loss = (1 - (prior(cond[i]) * target[i]).sum(-1)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(step + 1, loss=loss.item())
+    bar.close()
+    prior.eval().save_pretrained(str(Path(out) / "prior"))
+    return prior
+
+
 class Decoder(torch.nn.Module):
     """The trained pair, one module so that checkpoints, EMA and the optimizer see both."""
 
