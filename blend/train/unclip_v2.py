@@ -160,15 +160,43 @@ def evaluate(unet, hint, vae, clip, tokenizer, n: int = 32, seed: int = 777) -> 
 
 
 @torch.no_grad()
-def hint_dataset(clip, vae, tokenizer, rng: random.Random, rows: int, noise: float, drop: float, chunk: int = 512):
-    """`rows` training conditions (the same mixture the UNet sees) and their targets' latents, made once."""
+def condition_dataset(clip, tokenizer, rng: random.Random, rows: int, noise: float, drop: float, target,
+                      desc: str, chunk: int = 512):
+    """`rows` training conditions (the UNet's own mixture) and `target(scenes)` of the scenes they mean."""
     from tqdm.auto import tqdm
 
-    conds, latents = [], []
-    for i in tqdm(range(0, rows, chunk), desc="hint data", leave=False):
+    conds, targets = [], []
+    for i in tqdm(range(0, rows, chunk), desc=desc, leave=False):
         cond, scenes = conditions(clip, tokenizer, rng, min(chunk, rows - i), noise, drop)
-        conds.append(cond), latents.append(encode_latents(vae, scenes))
-    return torch.cat(conds), torch.cat(latents)
+        conds.append(cond), targets.append(target(scenes))
+    return torch.cat(conds), torch.cat(targets)
+
+
+def fit(module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, steps: int, batch: int, lr: float,
+        seed: int, desc: str, log=None):
+    """Fit `module` on cached (input, target) rows: AdamW, cosine rate, random batches drawn from `seed`."""
+    import math
+
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    bar = Progress(steps, 0, desc, log)
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        i = torch.randint(0, len(inputs), (batch,), generator=gen)
+        loss = loss_fn(module(inputs[i]), targets[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(step + 1, loss=loss.item())
+    bar.close()
+    return module.eval()
+
+
+def _clip(clip_dir):
+    import open_clip
+
+    return open_clip.create_model(f"local-dir:{clip_dir}").eval(), open_clip.get_tokenizer(f"local-dir:{clip_dir}")
 
 
 def train_hint(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, rows: int = 40960, steps: int = 4000,
@@ -180,32 +208,15 @@ def train_hint(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, rows:
     attributes right about 0.5); fitted alone, with a wider MLP, larger batches and a higher rate, it
     reaches about 0.9 in minutes, and the UNet then only sharpens its layout (`strength` < 1).
     """
-    import math
-
-    import open_clip
     from diffusers import AutoencoderKL
 
     seed_everything(seed)
-    rng = random.Random(seed)
-    clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
+    clip, tokenizer = _clip(clip_dir)
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
-    cond, z = hint_dataset(clip, vae, tokenizer, rng, rows, cond_noise, drop)
-    hint = EmbeddingHint(**config)
-    opt = torch.optim.AdamW(hint.parameters(), lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    bar = Progress(steps, 0, "hint", log)
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        i = torch.randint(0, len(cond), (batch,), generator=gen)
-        loss = F.mse_loss(hint(cond[i]), z[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.update(step + 1, loss=loss.item())
-    bar.close()
-    hint.eval().save_pretrained(str(Path(out) / "hint"))
+    cond, z = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, drop,
+                                lambda scenes: encode_latents(vae, scenes), "hint data")
+    hint = fit(EmbeddingHint(**config), cond, z, F.mse_loss, steps, batch, lr, seed, "hint", log)
+    hint.save_pretrained(str(Path(out) / "hint"))
     return hint
 
 
@@ -213,39 +224,19 @@ def train_prior(clip_dir: str | Path, out: str | Path, rows: int = 40960, steps:
                 lr: float = 1e-3, seed: int = 0, cond_noise: float = 0.02, log: str | Path | None = None):
     """Fit the EmbeddingPrior (cosine to the image embedding of each condition's target) and save it in
     `out`/prior. The conditions are the decoder's own training mixture, training scenes only."""
-    import math
-
-    import open_clip
-    from tqdm.auto import tqdm
-
     from ..decoders.mini import EmbeddingPrior
 
     seed_everything(seed)
-    rng = random.Random(seed)
-    clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
-    conds, targets = [], []
-    with torch.no_grad():
-        for i in tqdm(range(0, rows, 512), desc="prior data", leave=False):
-            cond, scenes = conditions(clip, tokenizer, rng, min(512, rows - i), cond_noise, 0.0)
-            conds.append(cond)
-            targets.append(F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1))
-    cond, target = torch.cat(conds), torch.cat(targets)
-    prior = EmbeddingPrior(embed_dim=cond.shape[1])
-    opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    bar = Progress(steps, 0, "prior", log)
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        i = torch.randint(0, len(cond), (batch,), generator=gen)
-        loss = (1 - (prior(cond[i]) * target[i]).sum(-1)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.update(step + 1, loss=loss.item())
-    bar.close()
-    prior.eval().save_pretrained(str(Path(out) / "prior"))
+    clip, tokenizer = _clip(clip_dir)
+
+    def image_embeddings(scenes):
+        return F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+
+    cond, target = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, 0.0, image_embeddings,
+                                     "prior data")
+    prior = fit(EmbeddingPrior(embed_dim=cond.shape[1]), cond, target, lambda p, t: (1 - (p * t).sum(-1)).mean(),
+                steps, batch, lr, seed, "prior", log)
+    prior.save_pretrained(str(Path(out) / "prior"))
     return prior
 
 
