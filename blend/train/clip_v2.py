@@ -224,6 +224,9 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
     from ..tokenizer import save_word_tokenizer
 
     out = Path(out)
+    if (out / "training.json").is_file() and "image_steps" in json.loads((out / "training.json").read_text()):
+        print(f"{out}: the image tower was already replaced (stage clip-image), so the joint stage is over")
+        return None
     work = Path(work or out.parent / "_work" / "clip")
     seed_everything(seed)
     rng = random.Random(seed)

@@ -20,7 +20,7 @@ import torch
 
 STAGES = ("clip", "clip-image", "vae", "vae-decoder", "hint", "decoder", "inverter")
 # stage sizes of the shipped bundle; `--quick` shrinks them to a smoke run
-FULL = {"clip_steps": 4200, "clip_image_steps": 2000, "vae_steps": 6000, "vae_decoder_steps": 4000,
+FULL = {"clip_steps": 4200, "clip_image_steps": 1300, "vae_steps": 6000, "vae_decoder_steps": 4000,
         "hint_steps": 4000, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 3000}
 QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_steps": 2, "hint_steps": 2,
          "decoder_steps": 2, "decoder_batch": 4, "inverter_steps": 2}

@@ -206,10 +206,14 @@ def train_hint(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, rows:
 
     Trained beside the UNet, the hint stayed weak (held-out scenes decoded straight from it: all six
     attributes right about 0.5); fitted alone, with a wider MLP, larger batches and a higher rate, it
-    reaches about 0.9 in minutes, and the UNet then only sharpens its layout (`strength` < 1).
+    reaches about 0.9 in minutes, and the UNet then only sharpens its layout (`strength` < 1). A hint already
+    in `out` is kept (the UNet was trained on it): delete `out`/hint to fit a new one.
     """
     from diffusers import AutoencoderKL
 
+    if (Path(out) / "hint" / "config.json").is_file():
+        print(f"{out}/hint exists: kept")
+        return EmbeddingHint.from_pretrained(str(Path(out) / "hint"))
     seed_everything(seed)
     clip, tokenizer = _clip(clip_dir)
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
