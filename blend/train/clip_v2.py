@@ -27,6 +27,9 @@ from . import clip as clip_v1
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini-v2.json").read_text())
+# the joint stage trains the text tower beside a small ViT; `clip_v2_image.py` then replaces that image tower
+JOINT_CONFIG = {**CLIP_CONFIG, "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "head_width": 32,
+                                              "patch_size": 8, "mlp_ratio": 2.0}}
 PREPROCESS_CONFIG = {"size": world.SIZE, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                      "interpolation": "bilinear", "resize_mode": "squash"}
 LOSS_WEIGHTS = {"clip": 1.0, "partial": 0.5, "word": 1.0, "word_cos": 2.0, "caption": 0.5, "analogy": 0.5}
@@ -212,7 +215,7 @@ def near_miss_accuracy(model, tokenizer, n: int = 100, seed: int = 78, split: st
 
 
 def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: int = 128, lr: float = 1e-3,
-               seed: int = 0, noise: float = 0.1, work: str | Path | None = None, config: dict = CLIP_CONFIG,
+               seed: int = 0, noise: float = 0.1, work: str | Path | None = None, config: dict = JOINT_CONFIG,
                log: str | Path | None = None, stop_at: int | None = None, eval_every: int = 250,
                save_every: int = 250):
     """Train the v2 CLIP and save it as an open_clip `local-dir:` bundle in `out`. Resumable from `work`."""
@@ -221,6 +224,9 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
     from ..tokenizer import save_word_tokenizer
 
     out = Path(out)
+    if (out / "training.json").is_file() and "image_steps" in json.loads((out / "training.json").read_text()):
+        print(f"{out}: the image tower was already replaced (stage clip-image), so the joint stage is over")
+        return None
     work = Path(work or out.parent / "_work" / "clip")
     seed_everything(seed)
     rng = random.Random(seed)
@@ -246,7 +252,7 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
         opt.step()
         bar.update(step + 1, loss=loss.item(), **{k: v.item() for k, v in parts.items()},
                    scale=model.logit_scale.exp().item())
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if (step + 1) % eval_every == 0 or step + 1 == steps >= eval_every:  # a final eval unless evals are off
             model.eval()
             bar.write(json.dumps({"step": step + 1, "near_miss": _round(near_miss_accuracy(model, tokenizer, 60)),
                                   "word_arith": _round(arithmetic_retrieval(model, tokenizer, 30))}))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world_v2 as world
-from .clip_v2 import CLIP_CONFIG, build_clip, save_clip, warm_start
+from .clip_v2 import CLIP_CONFIG, build_clip, save_clip
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 SCALE = 50.0  # the logit scale of the caption softmax (fixed: the text side is locked)
@@ -123,7 +123,7 @@ def train_image_tower(out: str | Path, steps: int = 3000, batch: int = 256, lr: 
         torch.nn.utils.clip_grad_norm_(model.visual.parameters(), 1.0)
         opt.step()
         bar.update(step + 1, loss=loss.item(), ce=ce.item(), cos=cos.item())
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if (step + 1) % eval_every == 0 or step + 1 == steps >= eval_every:  # a final eval unless evals are off
             bar.write(json.dumps({"step": step + 1, **{k: round(v, 3) for k, v in probe(model, test_table).items()}}))
         if (step + 1) % save_every == 0 or step + 1 == steps:
             model.eval()

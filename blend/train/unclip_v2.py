@@ -48,9 +48,10 @@ UNET_CONFIG = dict(
     resnet_time_scale_shift="scale_shift",
 )
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
-HINT_CONFIG = dict(embed_dim=EMBED_DIM, hidden=512, channels=LATENT_CHANNELS, size=LATENT_SIZE)
+HINT_CONFIG = dict(embed_dim=EMBED_DIM, hidden=1024, channels=LATENT_CHANNELS, size=LATENT_SIZE)
 DECODER_CONFIG = {"latent_channels": LATENT_CHANNELS, "latent_size": LATENT_SIZE, "image_size": world.SIZE,
-                  "embed_dim": EMBED_DIM, "steps": 12, "guidance_scale": 3.0, "solver": "dpmsolver++"}
+                  "embed_dim": EMBED_DIM, "steps": 12, "guidance_scale": 3.0, "solver": "dpmsolver++",
+                  "strength": 0.3}
 
 
 def build_unet(config: dict = UNET_CONFIG):
@@ -139,7 +140,8 @@ def save_decoder(unet, hint, vae, folder: str | Path, extra: dict | None = None)
         vae.save_pretrained(str(folder / "vae"))
     DPMSolverMultistepScheduler(**SCHEDULER_CONFIG, algorithm_type="dpmsolver++", solver_order=2).save_pretrained(
         str(folder / "scheduler"))
-    (folder / "decoder.json").write_text(json.dumps({**DECODER_CONFIG, **(extra or {})}, indent=2))
+    config = {**DECODER_CONFIG, "embed_dim": hint.config.embed_dim, **(extra or {})}
+    (folder / "decoder.json").write_text(json.dumps(config, indent=2))
 
 
 @torch.no_grad()
@@ -151,10 +153,95 @@ def evaluate(unet, hint, vae, clip, tokenizer, n: int = 32, seed: int = 777) -> 
     out = {}
     for name, cond in (("img", img), ("txt", txt)):
         z = sample_unclip(unet, cond, steps=12, guidance_scale=3.0, seed=0, config=DECODER_CONFIG,
-                          scheduler_config=SCHEDULER_CONFIG, hint=hint)
+                          scheduler_config=SCHEDULER_CONFIG, hint=hint, strength=DECODER_CONFIG["strength"])
         ims = world.to_images(vae.decode(z / vae.config.scaling_factor).sample)
         out[f"{name}_all"] = sum(world.read_attributes(im).matches(s) for im, s in zip(ims, scenes)) / n
     return out
+
+
+@torch.no_grad()
+def condition_dataset(clip, tokenizer, rng: random.Random, rows: int, noise: float, drop: float, target,
+                      desc: str, chunk: int = 512):
+    """`rows` training conditions (the UNet's own mixture) and `target(scenes)` of the scenes they mean."""
+    from tqdm.auto import tqdm
+
+    conds, targets = [], []
+    for i in tqdm(range(0, rows, chunk), desc=desc, leave=False):
+        cond, scenes = conditions(clip, tokenizer, rng, min(chunk, rows - i), noise, drop)
+        conds.append(cond), targets.append(target(scenes))
+    return torch.cat(conds), torch.cat(targets)
+
+
+def fit(module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, steps: int, batch: int, lr: float,
+        seed: int, desc: str, log=None):
+    """Fit `module` on cached (input, target) rows: AdamW, cosine rate, random batches drawn from `seed`."""
+    import math
+
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    bar = Progress(steps, 0, desc, log)
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        i = torch.randint(0, len(inputs), (batch,), generator=gen)
+        loss = loss_fn(module(inputs[i]), targets[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(step + 1, loss=loss.item())
+    bar.close()
+    return module.eval()
+
+
+def _clip(clip_dir):
+    import open_clip
+
+    return open_clip.create_model(f"local-dir:{clip_dir}").eval(), open_clip.get_tokenizer(f"local-dir:{clip_dir}")
+
+
+def train_hint(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, rows: int = 40960, steps: int = 4000,
+               batch: int = 256, lr: float = 1e-3, seed: int = 0, cond_noise: float = 0.02, drop: float = 0.1,
+               config: dict = HINT_CONFIG, log: str | Path | None = None):
+    """Fit the EmbeddingHint alone (MSE to the target latents) and save it in `out`/hint.
+
+    Trained beside the UNet, the hint stayed weak (held-out scenes decoded straight from it: all six
+    attributes right about 0.5); fitted alone, with a wider MLP, larger batches and a higher rate, it
+    reaches about 0.9 in minutes, and the UNet then only sharpens its layout (`strength` < 1). A hint already
+    in `out` is kept (the UNet was trained on it): delete `out`/hint to fit a new one.
+    """
+    from diffusers import AutoencoderKL
+
+    if (Path(out) / "hint" / "config.json").is_file():
+        print(f"{out}/hint exists: kept")
+        return EmbeddingHint.from_pretrained(str(Path(out) / "hint"))
+    seed_everything(seed)
+    clip, tokenizer = _clip(clip_dir)
+    vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
+    cond, z = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, drop,
+                                lambda scenes: encode_latents(vae, scenes), "hint data")
+    hint = fit(EmbeddingHint(**config), cond, z, F.mse_loss, steps, batch, lr, seed, "hint", log)
+    hint.save_pretrained(str(Path(out) / "hint"))
+    return hint
+
+
+def train_prior(clip_dir: str | Path, out: str | Path, rows: int = 40960, steps: int = 3000, batch: int = 256,
+                lr: float = 1e-3, seed: int = 0, cond_noise: float = 0.02, log: str | Path | None = None):
+    """Fit the EmbeddingPrior (cosine to the image embedding of each condition's target) and save it in
+    `out`/prior. The conditions are the decoder's own training mixture, training scenes only."""
+    from ..decoders.mini import EmbeddingPrior
+
+    seed_everything(seed)
+    clip, tokenizer = _clip(clip_dir)
+
+    def image_embeddings(scenes):
+        return F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+
+    cond, target = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, 0.0, image_embeddings,
+                                     "prior data")
+    prior = fit(EmbeddingPrior(embed_dim=cond.shape[1]), cond, target, lambda p, t: (1 - (p * t).sum(-1)).mean(),
+                steps, batch, lr, seed, "prior", log)
+    prior.save_pretrained(str(Path(out) / "prior"))
+    return prior
 
 
 class Decoder(torch.nn.Module):
@@ -169,8 +256,13 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
                   lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.02, drop: float = 0.1,
                   hint_weight: float = 1.0, ema_decay: float = 0.999, work: str | Path | None = None,
                   log: str | Path | None = None, eval_every: int = 1000, config: dict = UNET_CONFIG,
-                  stop_at: int | None = None):
-    """Train the latent unCLIP decoder against a trained CLIP and VAE; save unet/, hint/, scheduler/ in `out`."""
+                  hint_config: dict = HINT_CONFIG, stop_at: int | None = None, freeze_hint: bool = False,
+                  max_t: int | None = None):
+    """Train the latent unCLIP decoder against a trained CLIP and VAE; save unet/, hint/, scheduler/ in `out`.
+
+    `freeze_hint`: keep the hint in `out`/hint as it is (fitted by `train_hint`) and train the UNet only;
+    `max_t`: draw training timesteps below it only (the part of the schedule that `strength` < 1 runs).
+    """
     import open_clip
     from diffusers import AutoencoderKL, DDPMScheduler
 
@@ -181,21 +273,22 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
     clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
-    model = Decoder(build_unet(config), EmbeddingHint(**HINT_CONFIG))
+    hint = EmbeddingHint.from_pretrained(str(out / "hint")) if freeze_hint else EmbeddingHint(**hint_config)
+    model = Decoder(build_unet(config), hint.requires_grad_(not freeze_hint))
     ema = copy.deepcopy(model).requires_grad_(False)
     sched = DDPMScheduler(**SCHEDULER_CONFIG)
     alphas = sched.alphas_cumprod
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     both = torch.nn.ModuleDict({"model": model, "ema": ema})
     ckpt = Checkpoint(work)
     start = ckpt.resume(both, opt, rng)
     if start == 0 and warm_start(model.unet, out / "unet" / "diffusion_pytorch_model.safetensors") \
-            and warm_start(model.hint, out / "hint" / "diffusion_pytorch_model.safetensors"):
+            and (freeze_hint or warm_start(model.hint, out / "hint" / "diffusion_pytorch_model.safetensors")):
         ema.load_state_dict(model.state_dict())  # the bundle holds the EMA weights: both continue from them
         start = int(json.loads((out / "decoder.json").read_text()).get("trained_steps", 0))
     # the VAE already in out/vae (fine-tuned separately, encoder frozen) is never overwritten with a stale copy
     keep_vae = None if Path(vae_dir).resolve() == (out / "vae").resolve() else vae
-    bar = Progress(steps, start, "decoder-v2", log)
+    bar = Progress(steps, start, "decoder", log)
     for step in range(start, steps):
         model.train()
         for g in opt.param_groups:
@@ -203,15 +296,15 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
         cond, scenes = conditions(clip, tokenizer, rng, batch, cond_noise, drop)
         x0 = encode_latents(vae, scenes)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch,))
+        t = torch.randint(0, max_t or sched.config.num_train_timesteps, (batch,))
         target = sched.get_velocity(x0, noise, t)
-        hint_map = model.hint(cond)
+        hint_map = model.hint(cond).detach() if freeze_hint else model.hint(cond)
         pred = model.unet(unet_input(sched.add_noise(x0, noise, t), hint_map), t, **unet_condition(cond)).sample
         snr = alphas[t] / (1 - alphas[t])
         weight = snr.clamp(max=5.0) / (snr + 1)  # min-SNR-5 for v-prediction
         diffusion = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
         hint_loss = F.mse_loss(hint_map, x0)
-        loss = diffusion + hint_weight * hint_loss
+        loss = diffusion + (0.0 if freeze_hint else hint_weight) * hint_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
