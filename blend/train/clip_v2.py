@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import world_v2 as world
-from . import clip as clip_v1
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini-v2.json").read_text())
@@ -36,12 +35,21 @@ LOSS_WEIGHTS = {"clip": 1.0, "partial": 0.5, "word": 1.0, "word_cos": 2.0, "capt
 
 
 def build_clip(config: dict = CLIP_CONFIG):
-    return clip_v1.build_clip(config)
+    from open_clip.model import CLIP
+
+    return CLIP(**config)
 
 
-def save_clip(model, tokenizer, folder: str | Path, config: dict = CLIP_CONFIG):
-    """Write an open_clip `local-dir:` bundle (the v1 writer, with v2's config and 64-px preprocessing)."""
-    clip_v1.save_clip(model, tokenizer, folder, config, PREPROCESS_CONFIG)
+def save_clip(model, tokenizer, folder: str | Path, config: dict = CLIP_CONFIG, preprocess: dict = PREPROCESS_CONFIG):
+    """Write an open_clip `local-dir:` bundle: open_clip_config.json, open_clip_model.safetensors, tokenizer."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    tokenizer.save_pretrained(str(folder))
 
 
 def _pair(rng: random.Random, attribute: str | None = None, old: str | None = None, new: str | None = None):

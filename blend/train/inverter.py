@@ -3,7 +3,8 @@
 `train_inverter` is one loop for any open_clip encoder: it embeds texts, adds Gaussian noise on the
 sphere so the decoder learns a neighbourhood of each text rather than a point (which is where image
 embeddings of the same meaning fall), and teaches a GPT-2 to say the text back. For shapes-mini the
-corpus is generated from the world, and paired image embeddings may be mixed in (`image_share`).
+corpus is generated from the world, and the embeddings of blends (the decoder's own training conditions)
+may be mixed in, each said back as the caption of the scene it means (`train_shapes_inverter`).
 """
 from __future__ import annotations
 
@@ -22,20 +23,6 @@ from .common import Checkpoint, Progress, cosine_lr, seed_everything
 def noisy(emb: torch.Tensor, noise: float) -> torch.Tensor:
     """Unit embeddings plus isotropic noise of expected norm `noise`, back on the sphere."""
     return F.normalize(emb + noise / emb.shape[-1] ** 0.5 * torch.randn_like(emb), dim=-1)
-
-
-def shapes_batch(rng: random.Random, n: int, partial_share: float = 0.35) -> tuple[list[world.Scene], list[str], list[bool]]:
-    """Scenes, the text for each (canonical caption or a partial description), and whether it is canonical."""
-    scenes = [world.sample_scene(rng) for _ in range(n)]
-    texts, canonical = [], []
-    for s in scenes:
-        if rng.random() < partial_share:
-            texts.append(world.random_partial(rng, s)[0])
-            canonical.append(False)
-        else:
-            texts.append(world.caption(s))
-            canonical.append(True)
-    return scenes, texts, canonical
 
 
 def train_inverter(encode_text: Callable, sample_texts: Callable, embed_dim: int, tokenizer, out: str | Path,
@@ -95,30 +82,60 @@ def train_inverter(encode_text: Callable, sample_texts: Callable, embed_dim: int
     return model
 
 
-def train_shapes_inverter(clip_dir: str | Path, out: str | Path, steps: int = 1500, image_share: float = 0.3,
-                          noise: float = 0.3, seed: int = 0, work=None, log=None):
-    """The shapes-mini inverter: world captions and partial descriptions, with paired renders mixed in."""
+# ---------------------------------------------------------------------------------------- shapes-mini
+
+def shapes_batch(rng: random.Random, n: int, partial_share: float = 0.25) -> tuple[list[str], list[bool]]:
+    """Texts of training scenes (a canonical caption, or a partial description), and whether each is a caption."""
+    texts, canonical = [], []
+    for _ in range(n):
+        s = world.sample_scene(rng, split="train")
+        if rng.random() < partial_share:
+            texts.append(world.random_partial(rng, s, bare_p=0.2)[0]), canonical.append(False)
+        else:
+            texts.append(world.caption(s)), canonical.append(True)
+    return texts, canonical
+
+
+def train_shapes_inverter(clip_dir: str | Path, out: str | Path, steps: int = 3000, blend_share: float = 0.5,
+                          noise: float = 0.3, batch: int = 128, seed: int = 0, work=None, log=None,
+                          stop_at: int | None = None):
+    """The shapes-mini inverter: world captions and partial descriptions said back from their noisy text
+    embeddings (CapDec), and, for `blend_share` of the caption rows, the caption of the scene a blend means
+    from the blend's embedding (images, word and caption arithmetic, analogies, midpoints: the decoder's own
+    training conditions, `unclip.conditions`). Training scenes only. Its tokenizer keeps the comma, so
+    the sentences are captions as `world.caption` spells them."""
     import open_clip
-    from transformers import AutoTokenizer
+
+    from ..tokenizer import build_word_tokenizer
+    from .unclip_v2 import conditions
 
     clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
     clip_tok = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
-    tokenizer = AutoTokenizer.from_pretrained(str(clip_dir))
+    tokenizer = build_word_tokenizer(world.VOCAB_WORDS, max_length=32, punctuation=",")
+    dim = clip.text_projection.shape[1]
 
     def encode_text(texts):
         return F.normalize(clip.encode_text(clip_tok(texts)), dim=-1)
 
     def sample_texts(rng, n):
-        scenes, texts, canonical = shapes_batch(rng, n)
-        return texts, {"scenes": scenes, "pairable": torch.tensor(canonical)}
+        texts, canonical = shapes_batch(rng, n)
+        use = torch.tensor([c and rng.random() < blend_share for c in canonical])
+        cond, targets = conditions(clip, clip_tok, rng, int(use.sum()), noise=0.0, drop=0.0)
+        it = iter(zip(cond, targets))
+        rows = []
+        for i, u in enumerate(use.tolist()):
+            if u:
+                e, target = next(it)
+                texts[i] = world.caption(target)
+                rows.append(e)
+        return texts, {"pairable": use, "cond": torch.stack(rows) if rows else torch.zeros(0, dim)}
 
-    def encode_images(payload, use):
-        scenes = [s for s, u in zip(payload["scenes"], use.tolist()) if u]
-        return F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+    def encode_blends(payload, use):
+        return payload["cond"]  # `use` is exactly the pairable rows (image_share = 1)
 
-    return train_inverter(encode_text, sample_texts, clip.text_projection.shape[1], tokenizer, out, steps=steps,
-                          noise=noise, seed=seed, encode_paired_images=encode_images, image_share=image_share,
-                          work=work, log=log)
+    return train_inverter(encode_text, sample_texts, dim, tokenizer, out, steps=steps, batch=batch, noise=noise,
+                          seed=seed, encode_paired_images=encode_blends, image_share=1.0,
+                          work=work, log=log, stop_at=stop_at)
 
 
 # ---------------------------------------------------------------------------------------- any open_clip model

@@ -25,7 +25,6 @@ from .. import world_v2 as world
 from ..decoders.mini import EmbeddingHint, sample_unclip, unet_condition, unet_input
 from .clip_v2 import _pair, warm_start
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
-from .unclip import ema_update
 
 EMBED_DIM = 128
 LATENT_CHANNELS, LATENT_SIZE = 16, 8
@@ -58,6 +57,12 @@ def build_unet(config: dict = UNET_CONFIG):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**config)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
 
 
 KINDS = {"image": 25, "caption": 15, "partial": 10, "word": 15, "caption_arith": 5, "analogy": 15, "mid": 15}
