@@ -1,7 +1,7 @@
 """A word-level tokenizer for the shapes world, saved in Hugging Face `tokenizers` format.
 
 Why not CLIP's BPE: its 49,408-token embedding table alone would be 25 MB of a model whose whole world
-has 19 words. A WordLevel `tokenizer.json` loads through `transformers.AutoTokenizer`, so open_clip's
+has 32 words. A WordLevel `tokenizer.json` loads through `transformers.AutoTokenizer`, so open_clip's
 `HFTokenizer` (via `local-dir:`) and the GPT-2 text inverter both read it with no code of ours.
 """
 from __future__ import annotations

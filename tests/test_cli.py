@@ -45,7 +45,7 @@ def test_path_writes_a_strip_and_gif(tmp_path, capsys):
     assert len(lines) == 4 and lines[0].endswith(world.caption(a)) and lines[-1].endswith(world.caption(z))
 
 
-def test_train_takes_the_v2_stages():
+def test_train_takes_the_stages():
     from blend.cli import build_parser
 
     args = build_parser().parse_args(["train", "shapes-mini", "--stages", "vae,decoder", "--threads", "2", "--quick"])

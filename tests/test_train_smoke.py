@@ -2,15 +2,14 @@
 import json
 
 import torch
+from safetensors.torch import load_file
 
 import blend
-from blend.train.clip_v2 import JOINT_CONFIG, train_clip as train_clip_v2
-from blend.train.clip_v2_image import train_image_tower
-from blend.train.inverter import train_shapes_inverter as train_shapes_inverter_v2
-from blend.train.unclip_v2 import HINT_CONFIG, UNET_CONFIG as UNET_V2, train_decoder as train_decoder_v2
-from blend.train.unclip_v2 import train_hint, train_prior
+from blend.train.clip import JOINT_CONFIG, train_clip
+from blend.train.clip_image import train_image_tower
+from blend.train.inverter import train_shapes_inverter
+from blend.train.unclip import HINT_CONFIG, UNET_CONFIG, train_decoder, train_hint, train_prior
 from blend.train.vae import train_vae
-from safetensors.torch import load_file
 
 
 def _log(path):
@@ -20,19 +19,31 @@ def _log(path):
 TEXT = {**JOINT_CONFIG["text_cfg"], "layers": 1, "width": 32, "heads": 2}
 TINY_JOINT = {"embed_dim": 16, "text_cfg": TEXT,
               "vision_cfg": {**JOINT_CONFIG["vision_cfg"], "layers": 1, "width": 32, "head_width": 16}}
-TINY_CLIP_V2 = {"embed_dim": 16, "text_cfg": TEXT,  # the v2 layout: a ModifiedResNet beside the same text tower
+TINY_CLIP = {"embed_dim": 16, "text_cfg": TEXT,  # the shipped layout: a ModifiedResNet beside the same text tower
              "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8}}
-TINY_UNET_V2 = {**UNET_V2, "block_out_channels": (16, 32, 32), "norm_num_groups": 8, "cross_attention_dim": 32,
+TINY_UNET = {**UNET_CONFIG, "block_out_channels": (16, 32, 32), "norm_num_groups": 8, "cross_attention_dim": 32,
              "attention_head_dim": 2, "encoder_hid_dim": 16, "projection_class_embeddings_input_dim": 16}
 TINY_HINT = {**HINT_CONFIG, "embed_dim": 16, "hidden": 32}
 
 
-def test_v2_image_tower_learns_on_the_locked_text_tower(tmp_path):
-    train_clip_v2(tmp_path / "clip", steps=2, groups=4, partial=4, config=TINY_JOINT, work=tmp_path / "w1",
+def test_clip_resume_is_exact(tmp_path):
+    kw = dict(groups=4, partial=4, config=TINY_JOINT, eval_every=10**9)
+    train_clip(tmp_path / "b", steps=6, work=tmp_path / "wb", **kw)
+    assert train_clip(tmp_path / "c", steps=6, work=tmp_path / "wc", stop_at=3, **kw) is None  # interrupted
+    assert not (tmp_path / "c").exists()
+    assert json.loads((tmp_path / "wc" / "state.json").read_text())["step"] == 3
+    train_clip(tmp_path / "c", steps=6, work=tmp_path / "wc", **kw)
+    b = load_file(str(tmp_path / "b" / "open_clip_model.safetensors"))
+    c = load_file(str(tmp_path / "c" / "open_clip_model.safetensors"))
+    assert all(torch.equal(b[k], c[k]) for k in b)
+
+
+def test_image_tower_learns_on_the_locked_text_tower(tmp_path):
+    train_clip(tmp_path / "clip", steps=2, groups=4, partial=4, config=TINY_JOINT, work=tmp_path / "w1",
                eval_every=10**9)
     text_before = {k: v for k, v in load_file(str(tmp_path / "clip" / "open_clip_model.safetensors")).items()
                    if not k.startswith("visual.")}
-    train_image_tower(tmp_path / "clip", steps=40, batch=32, lr=3e-3, config=TINY_CLIP_V2, work=tmp_path / "w2",
+    train_image_tower(tmp_path / "clip", steps=40, batch=32, lr=3e-3, config=TINY_CLIP, work=tmp_path / "w2",
                       log=tmp_path / "img.jsonl", eval_every=10**9)
     after = load_file(str(tmp_path / "clip" / "open_clip_model.safetensors"))
     assert all(torch.equal(after[k], v) for k, v in text_before.items())  # the text tower is locked
@@ -41,17 +52,17 @@ def test_v2_image_tower_learns_on_the_locked_text_tower(tmp_path):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_v2_bundle_trains_on_tiny_models_and_loads(tmp_path):
-    train_clip_v2(tmp_path / "clip", steps=2, groups=4, partial=4, config=TINY_JOINT, work=tmp_path / "w1",
+def test_bundle_trains_on_tiny_models_and_loads(tmp_path):
+    train_clip(tmp_path / "clip", steps=2, groups=4, partial=4, config=TINY_JOINT, work=tmp_path / "w1",
                eval_every=10**9)
-    train_image_tower(tmp_path / "clip", steps=2, batch=8, config=TINY_CLIP_V2, work=tmp_path / "w2", eval_every=10**9)
+    train_image_tower(tmp_path / "clip", steps=2, batch=8, config=TINY_CLIP, work=tmp_path / "w2", eval_every=10**9)
     train_vae(tmp_path / "decoder" / "vae", steps=2, batch=4, work=tmp_path / "w3", eval_every=10**9)
     train_hint(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", rows=16, steps=2, batch=8,
                config=TINY_HINT)
-    train_decoder_v2(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", steps=2, batch=4,
-                     work=tmp_path / "w4", config=TINY_UNET_V2, freeze_hint=True, max_t=500, eval_every=10**9)
+    train_decoder(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", steps=2, batch=4,
+                  work=tmp_path / "w4", config=TINY_UNET, freeze_hint=True, max_t=500, eval_every=10**9)
     train_prior(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8)
-    train_shapes_inverter_v2(tmp_path / "clip", tmp_path / "inverter", steps=2, batch=8, work=tmp_path / "w5")
+    train_shapes_inverter(tmp_path / "clip", tmp_path / "inverter", steps=2, batch=8, work=tmp_path / "w5")
     (tmp_path / "preset.json").write_text(json.dumps({
         "name": "tiny", "encoder": {"type": "open_clip", "model": "local-dir:clip"},
         "image_decoder": {"type": "mini-latent-unclip", "source": "local-dir:decoder"},

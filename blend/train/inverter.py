@@ -107,7 +107,7 @@ def train_shapes_inverter(clip_dir: str | Path, out: str | Path, steps: int = 30
     import open_clip
 
     from ..tokenizer import build_word_tokenizer
-    from .unclip_v2 import conditions
+    from .unclip import conditions
 
     clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
     clip_tok = open_clip.get_tokenizer(f"local-dir:{clip_dir}")

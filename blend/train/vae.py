@@ -1,8 +1,8 @@
-"""Training the shapes-mini v2 latent autoencoder: a small diffusers `AutoencoderKL` (64x64x3 <-> 8x8x16).
+"""Training the shapes-mini latent autoencoder: a small diffusers `AutoencoderKL` (64x64x3 <-> 8x8x16).
 
-Real unCLIP and Kandinsky decode through a VAE; so does shapes-mini v2. The UNet then works on 8 x 8
-latents (as cheap as v1's 8 x 8 pixel patches) while the VAE decoder, which has only ever produced clean
-renders, draws flat regions flat. Loss: L1 + L2 on pixels plus a tiny KL term; latents are also jittered
+Real unCLIP and Kandinsky decode through a VAE; so does shapes-mini. The UNet then works on 8 x 8
+latents (as cheap as the retired 32-px decoder's 8 x 8 pixel patches) while the VAE decoder, which has only
+ever produced clean renders, draws flat regions flat. Loss: L1 + L2 on pixels plus a tiny KL term; latents are also jittered
 so the decoder stays clean when a diffusion sample lands slightly off. Training scenes only.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import world_v2 as world
-from .clip_v2 import _bundle_steps, warm_start
+from .. import world
+from .clip import _bundle_steps, warm_start
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 VAE_CONFIG = dict(

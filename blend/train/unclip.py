@@ -1,4 +1,4 @@
-"""Training the shapes-mini v2 image decoder: an `EmbeddingHint` and a `UNet2DConditionModel` on 8x8x16 VAE latents.
+"""Training the shapes-mini image decoder: an `EmbeddingHint` and a `UNet2DConditionModel` on 8x8x16 VAE latents.
 
 The hint draws the condition as an 8 x 8 map (trained to predict the target's latents), which the UNet takes
 beside the noisy latents and refines; without it, a UNet that saw the embedding only as a global vector got
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import world_v2 as world
+from .. import world
 from ..decoders.mini import EmbeddingHint, sample_unclip, unet_condition, unet_input
-from .clip_v2 import _pair, warm_start
+from .clip import _pair, warm_start
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 EMBED_DIM = 128

@@ -1,6 +1,6 @@
-"""Training the shapes-mini v2 CLIP (64 px world) for meaning arithmetic that holds on unseen combinations.
+"""Training the shapes-mini CLIP (the 64-px world) for meaning arithmetic that holds on unseen combinations.
 
-An ordinary open_clip `CLIP` (registered config `shapes-mini-v2`). Besides the usual contrastive loss, the
+An ordinary open_clip `CLIP` (registered config `shapes-mini`). Besides the usual contrastive loss, the
 batch is built of *pairs* of scenes that differ in one attribute, two pairs per group sharing the same
 change (say square -> star), and the loss asks the operations users make to land on the right image:
 
@@ -10,7 +10,7 @@ change (say square -> star), and the loss asks the operations users make to land
 - image analogies: normalize(E(y) + E(x') - E(x)) retrieves y', where y -> y' is the group's other pair;
 - partial descriptions ("a red star", "on the left", "large") retrieve every image they are true of.
 
-Every scene comes from the training split (`world_v2.is_held_out` is never true), so figures on held-out
+Every scene comes from the training split (`world.is_held_out` is never true), so figures on held-out
 combinations measure generalisation, not recall.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import world_v2 as world
+from .. import world
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
-CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini-v2.json").read_text())
-# the joint stage trains the text tower beside a small ViT; `clip_v2_image.py` then replaces that image tower
+CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini.json").read_text())
+# the joint stage trains the text tower beside a small ViT; `clip_image.py` then replaces that image tower
 JOINT_CONFIG = {**CLIP_CONFIG, "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "head_width": 32,
                                               "patch_size": 8, "mlp_ratio": 2.0}}
 PREPROCESS_CONFIG = {"size": world.SIZE, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
@@ -226,7 +226,7 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
                seed: int = 0, noise: float = 0.1, work: str | Path | None = None, config: dict = JOINT_CONFIG,
                log: str | Path | None = None, stop_at: int | None = None, eval_every: int = 250,
                save_every: int = 250):
-    """Train the v2 CLIP and save it as an open_clip `local-dir:` bundle in `out`. Resumable from `work`."""
+    """Train the shapes-mini CLIP and save it as an open_clip `local-dir:` bundle in `out`. Resumable from `work`."""
     from open_clip.tokenizer import HFTokenizer
 
     from ..tokenizer import save_word_tokenizer
@@ -247,7 +247,7 @@ def train_clip(out: str | Path, steps: int = 3000, groups: int = 64, partial: in
     start = ckpt.resume(model, opt, rng)
     if start == 0 and warm_start(model, out / "open_clip_model.safetensors"):
         start = _bundle_steps(out)
-    bar = Progress(steps, start, "clip-v2", log)
+    bar = Progress(steps, start, "clip", log)
     for step in range(start, steps):
         model.train()
         for group in opt.param_groups:

@@ -1,12 +1,12 @@
-"""`blend train shapes-mini-v2`: the 64-px world's bundle (work in progress, issue 7), stage by stage, each resumable.
+"""`blend train shapes-mini`: the 64-px world's bundle, stage by stage, each resumable.
 
 Stages, in order (each reads what the ones before it wrote into `out`):
-  clip         the joint CLIP (text tower + a small ViT) for arithmetic on meaning      train/clip_v2.py
-  clip-image   the image tower replaced by a ModifiedResNet, trained on the locked text  train/clip_v2_image.py
+  clip         the joint CLIP (text tower + a small ViT) for arithmetic on meaning      train/clip.py
+  clip-image   the image tower replaced by a ModifiedResNet, trained on the locked text  train/clip_image.py
   vae          the latent autoencoder, then `vae-decoder` (its decoder, encoder frozen)  train/vae.py
-  hint         the EmbeddingHint fitted alone (embedding -> 8x8 latent map)             train/unclip_v2.py
-  decoder      the latent UNet, sharpening the frozen hint's map                         train/unclip_v2.py
-  inverter     the GPT-2 text inverter                                                  train/inverter_v2.py
+  hint         the EmbeddingHint fitted alone (embedding -> 8x8 latent map)             train/unclip.py
+  decoder      the latent UNet, sharpening the frozen hint's map                         train/unclip.py
+  inverter     the GPT-2 text inverter                                                  train/inverter.py
 Within a session a stage resumes from its checkpoint in `work`; in a new session (no checkpoint) a stage
 continues from the bundle's committed weights, so long training spreads over several sittings.
 """
@@ -26,13 +26,13 @@ QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_st
          "decoder_steps": 2, "decoder_batch": 4, "inverter_steps": 2}
 
 
-def train_shapes_mini_v2(out: str | Path, work: str | Path | None = None, seed: int = 0, quick: bool = False,
+def train_shapes_mini(out: str | Path, work: str | Path | None = None, seed: int = 0, quick: bool = False,
                       stages=STAGES, threads: int | None = None) -> dict:
     """Train the stages named in `stages` into the bundle folder `out`; seconds per stage."""
-    from .clip_v2 import train_clip
-    from .clip_v2_image import train_image_tower
-    from .inverter_v2 import train_shapes_inverter
-    from .unclip_v2 import train_decoder, train_hint
+    from .clip import train_clip
+    from .clip_image import train_image_tower
+    from .inverter import train_shapes_inverter
+    from .unclip import train_decoder, train_hint
     from .vae import finetune_vae_decoder, train_vae
 
     unknown = set(stages) - set(STAGES)

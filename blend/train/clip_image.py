@@ -1,6 +1,6 @@
-"""The v2 CLIP's image tower, retrained against its locked text tower (LiT, Zhai et al. 2022, the other way round).
+"""The shapes-mini CLIP's image tower, retrained against its locked text tower (LiT, Zhai et al. 2022, the other way round).
 
-Why: the first v2 CLIP (a 3-layer ViT with 8-px patches, trained jointly) learned a text space that is linear
+Why: the joint stage's CLIP (a 3-layer ViT with 8-px patches, trained with the text tower) learned a text space that is linear
 in the six attributes (a one-hot linear model fits held-out captions at cosine 0.98, and a linear probe reads
 shape from them at 0.98), but its image embeddings carried almost no shape: a linear probe read shape from
 held-out images 0.32 of the time (chance 0.25) and size 0.61, so no decoder could draw the right shape. Here
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import world_v2 as world
-from .clip_v2 import CLIP_CONFIG, build_clip, save_clip
+from .. import world
+from .clip import CLIP_CONFIG, build_clip, save_clip
 from .common import Checkpoint, Progress, cosine_lr, seed_everything
 
 SCALE = 50.0  # the logit scale of the caption softmax (fixed: the text side is locked)
@@ -107,7 +107,7 @@ def train_image_tower(out: str | Path, steps: int = 3000, batch: int = 256, lr: 
     if start == 0 and resumed_bundle and meta.is_file():
         start = int(json.loads(meta.read_text()).get("image_steps", 0))
     where = {c: i for i, c in enumerate(table[0])}
-    bar = Progress(steps, start, "clip-v2-image", log)
+    bar = Progress(steps, start, "clip-image", log)
     for step in range(start, steps):
         model.visual.train()
         for g in opt.param_groups:
