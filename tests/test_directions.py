@@ -32,7 +32,7 @@ def test_every_shipped_shapes_direction_computes(blender):
         assert v.shape == (blender.embed_dim,) and v.norm() > 0.05, name
 
 
-def test_shipped_shapes_directions_speak_the_v2_vocabulary():
+def test_shipped_shapes_directions_speak_the_world_vocabulary():
     from blend import world
 
     data = json.loads((DIRECTIONS_DIR / "shapes.json").read_text())

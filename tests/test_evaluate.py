@@ -1,14 +1,14 @@
-"""The v2 fidelity evaluation itself (no trained model): its scene builders honour the held-out rule, its
+"""The fidelity evaluation itself (no trained model): its scene builders honour the held-out rule, its
 caption parser inverts `caption`, and it scores an ideal attribute-algebra model 1.0 and a blind one below
-every floor. The floors on the v2 bundle are measured by benchmarks/fidelity_v2.py (issue 7, in progress).
+every floor. The floors on the shipped bundle are measured by benchmarks/fidelity.py and asserted by
+tests/test_shapes_mini.py.
 """
 import re
 
 import pytest
 import torch
 
-from blend import evaluate_v2 as evaluate
-from blend import world_v2 as world
+from blend import evaluate, world
 
 SEED = 99  # not the benchmark's 2024
 
