@@ -50,7 +50,7 @@ def test_index_command_then_retrieval_through_a_preset(enc, tmp_path):
     from blend.cli import main
 
     preset = {"name": "tiny-retrieval", "encoder": {"type": "open_clip", "model": f"local-dir:{CLIP_DIR}"},
-              "image_decoder": {"type": "mini-unclip", "source": "local-dir:unused"},
+              "image_decoder": {"type": "mini-latent-unclip", "source": "local-dir:unused"},
               "text_decoder": {"type": "retrieval", "source": "local-dir:bank.safetensors"}}
     (tmp_path / "preset.json").write_text(json.dumps(preset))
     b = blend.load(str(tmp_path), device="cpu")

@@ -6,7 +6,6 @@ Modules are imported on first use, so loading shapes-mini never imports a real p
 from __future__ import annotations
 
 IMAGE_DECODERS = {
-    "mini-unclip": "blend.decoders.mini:MiniUnCLIP",
     "mini-latent-unclip": "blend.decoders.mini:MiniLatentUnCLIP",
     "stable-unclip": "blend.decoders.stable_unclip:StableUnCLIP",
     "kandinsky-2.2": "blend.decoders.kandinsky:Kandinsky22",

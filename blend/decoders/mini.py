@@ -1,4 +1,8 @@
-"""The shapes-mini decoder: a pixel-space unCLIP UNet sampled with DPM-Solver++ (trained by blend/train/unclip.py)."""
+"""The shapes-mini decoder: a latent unCLIP UNet (with an `EmbeddingHint`) sampled with DPM-Solver++, then a VAE.
+
+Trained by blend/train/unclip.py (the VAE by blend/train/vae.py). `sample_unclip` also samples a pixel-space
+(pixel-unshuffled) UNet: benchmarks/speed.py times the retired 32-px decoder with it.
+"""
 from __future__ import annotations
 
 import torch
@@ -112,25 +116,29 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
     return F.pixel_shuffle(x.float(), r).clamp(-1, 1)
 
 
-class MiniUnCLIP:
-    """The shapes-mini decoder: a pixel-space (pixel-unshuffled) UNet2DConditionModel + DPM-Solver++.
+class MiniLatentUnCLIP:
+    """The shapes-mini decoder: a UNet2DConditionModel on 8x8 VAE latents, then an AutoencoderKL decoder.
 
-    Folder: unet/ and scheduler/ (diffusers `save_pretrained`), decoder.json (sampling defaults).
+    As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
+    clean renders, so flat regions come out flat. Folder: unet/, vae/, hint/ (`EmbeddingHint`), scheduler/
+    (diffusers `save_pretrained`), decoder.json (sampling defaults), and optionally prior/ (`EmbeddingPrior`:
+    the embedding is moved onto the image manifold first).
     """
 
     accepts = ("image", "text")  # trained on image, text and mixed embeddings: no gap map needed
     row_seeds = True  # `seed` may be a list, one per row
 
-    def __init__(self, unet, scheduler, config: dict, device: torch.device):
+    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None, prior=None):
         self.unet, self.scheduler, self.config, self.device = unet, scheduler, config, device
         self.embed_dim = int(config["embed_dim"])
+        self.vae, self.hint, self.prior = vae, hint, prior
 
     @classmethod
-    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniUnCLIP":
+    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
         import json
         from pathlib import Path
 
-        from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
         from ..sources import resolve_source
 
@@ -138,52 +146,17 @@ class MiniUnCLIP:
         unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=torch.float32).to(device).eval()
         scheduler = DPMSolverMultistepScheduler.from_pretrained(str(folder / "scheduler"))
         config = {**json.loads((folder / "decoder.json").read_text()), **spec.get("options", {})}
-        return cls(unet, scheduler, config, device)
+        vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=torch.float32).to(device).eval()
+        hint = prior = None
+        if (folder / "hint").is_dir():
+            hint = EmbeddingHint.from_pretrained(str(folder / "hint"), torch_dtype=torch.float32).to(device).eval()
+        if (folder / "prior").is_dir():
+            prior = EmbeddingPrior.from_pretrained(str(folder / "prior"), torch_dtype=torch.float32).to(device).eval()
+        return cls(unet, scheduler, config, device, vae=vae, hint=hint, prior=prior)
 
     def fresh_scheduler(self):
         """A scheduler of its own for each call: it keeps per-run state, and calls can overlap (the canvas)."""
         return type(self.scheduler).from_config(self.scheduler.config)
-
-    def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
-                 guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
-        from ..world import to_images
-
-        steps = int(steps or self.config["steps"])
-        scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
-        x = sample_unclip(self.unet, emb.to(self.device), steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress)
-        return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))
-
-
-class MiniLatentUnCLIP(MiniUnCLIP):
-    """The shapes-mini v2 decoder: a UNet2DConditionModel on 8x8 VAE latents, then an AutoencoderKL decoder.
-
-    As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
-    clean renders, so flat regions come out flat. Folder: unet/, vae/, hint/ (`EmbeddingHint`), scheduler/,
-    decoder.json, and optionally prior/ (`EmbeddingPrior`: the embedding is moved onto the image manifold first).
-    """
-
-    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None, prior=None):
-        super().__init__(unet, scheduler, config, device)
-        self.vae, self.hint, self.prior = vae, hint, prior
-
-    @classmethod
-    def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
-        from pathlib import Path
-
-        from diffusers import AutoencoderKL
-
-        from ..sources import resolve_source
-
-        self = super().from_spec(spec, base_dir, device, dtype)
-        folder = Path(resolve_source(spec["source"], base_dir))
-        self.vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=torch.float32).to(device).eval()
-        if (folder / "hint").is_dir():
-            self.hint = EmbeddingHint.from_pretrained(str(folder / "hint"), torch_dtype=torch.float32).to(device).eval()
-        if (folder / "prior").is_dir():
-            prior = EmbeddingPrior.from_pretrained(str(folder / "prior"), torch_dtype=torch.float32)
-            self.prior = prior.to(device).eval()
-        return self
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -192,7 +165,7 @@ class MiniLatentUnCLIP(MiniUnCLIP):
 
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
                  guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
-        from ..world_v2 import to_images
+        from ..world import to_images
 
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
