@@ -64,8 +64,8 @@ def test_decoder_and_inverter_train_on_a_tiny_clip_and_the_bundle_loads(tmp_path
 from blend.train.clip_v2 import JOINT_CONFIG, train_clip as train_clip_v2  # noqa: E402
 from blend.train.clip_v2_image import train_image_tower  # noqa: E402
 from blend.train.inverter_v2 import train_shapes_inverter as train_shapes_inverter_v2  # noqa: E402
-from blend.train.unclip_v2 import HINT_CONFIG, UNET_CONFIG as UNET_V2, train_decoder as train_decoder_v2  # noqa: E402
-from blend.train.unclip_v2 import train_hint, train_prior  # noqa: E402
+from blend.train.unclip_v2 import DRAFT_CONFIG, UNET_CONFIG as UNET_V2, train_decoder as train_decoder_v2  # noqa: E402
+from blend.train.unclip_v2 import train_draft  # noqa: E402
 from blend.train.vae import train_vae  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -76,7 +76,7 @@ TINY_CLIP_V2 = {"embed_dim": 16, "text_cfg": TEXT,  # the v2 layout: a ModifiedR
              "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8}}
 TINY_UNET_V2 = {**UNET_V2, "block_out_channels": (16, 32, 32), "norm_num_groups": 8, "cross_attention_dim": 32,
              "attention_head_dim": 2, "encoder_hid_dim": 16, "projection_class_embeddings_input_dim": 16}
-TINY_HINT = {**HINT_CONFIG, "embed_dim": 16, "hidden": 32}
+TINY_DRAFT = {**DRAFT_CONFIG, "embed_dim": 16, "hidden": 32}
 
 
 def test_v2_image_tower_learns_on_the_locked_text_tower(tmp_path):
@@ -98,11 +98,9 @@ def test_v2_bundle_trains_on_tiny_models_and_loads(tmp_path):
                eval_every=10**9)
     train_image_tower(tmp_path / "clip", steps=2, batch=8, config=TINY_CLIP_V2, work=tmp_path / "w2", eval_every=10**9)
     train_vae(tmp_path / "decoder" / "vae", steps=2, batch=4, work=tmp_path / "w3", eval_every=10**9)
-    train_hint(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", rows=16, steps=2, batch=8,
-               config=TINY_HINT)
+    train_draft(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8, config=TINY_DRAFT)
     train_decoder_v2(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", steps=2, batch=4,
-                     work=tmp_path / "w4", config=TINY_UNET_V2, freeze_hint=True, max_t=500, eval_every=10**9)
-    train_prior(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8)
+                     work=tmp_path / "w4", config=TINY_UNET_V2, eval_every=10**9)
     train_shapes_inverter_v2(tmp_path / "clip", tmp_path / "inverter", steps=2, batch=8, work=tmp_path / "w5")
     (tmp_path / "preset.json").write_text(json.dumps({
         "name": "tiny", "encoder": {"type": "open_clip", "model": "local-dir:clip"},
@@ -111,7 +109,8 @@ def test_v2_bundle_trains_on_tiny_models_and_loads(tmp_path):
     b = blend.load(str(tmp_path), device="cpu")
     assert b.embed_dim == 16
     m = b.encode_texts(["a red star on the left"])
-    assert b.image_decoder.hint is not None and b.image_decoder.prior is not None
-    imgs = b.decode_images(m, seed=0, steps=2)
+    imgs = b.decode_images(m, seed=0, steps=2)  # the draft alone (the default strength 0)
     assert len(imgs) == 1 and imgs[0].mode == "RGB" and imgs[0].size[0] >= 64
+    b.image_decoder.config["strength"] = 0.5  # the UNet redraws the draft's latents
+    assert b.decode_images(m, seed=0, steps=2)[0].size == imgs[0].size
     assert isinstance(b.decode_texts(m)[0], str)
