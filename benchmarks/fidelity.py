@@ -1,6 +1,6 @@
 """Fidelity of shapes-mini (v2): the share of samples whose decoded output has every attribute right, held-out vs train.
 
-    python benchmarks/fidelity.py [--n 200] [--seed 2024] [--preset shapes-mini] [--steps N] [--json out.json]
+    python benchmarks/fidelity.py [--n 200] [--seed 2024] [--preset shapes-mini] [--steps N] [--strength S] [--json out.json]
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def main():
     p.add_argument("--n", type=int, default=200, help="cases per figure and split (>= 200 for the README)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--steps", type=int, default=None, help="decoder steps (default: the preset's)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="the decoder's strength: 0 draws the draft alone, > 0 lets the UNet redraw it (default: the preset's)")
     p.add_argument("--batch", type=int, default=64, help="rows per image decode")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figures", nargs="*", choices=sorted(FIGURES), help="only these figures")
@@ -46,6 +48,8 @@ def main():
     torch.set_num_threads(args.threads)
     peak = matmul_peak_gflops()
     b = blend.load(args.preset, device="cpu")
+    if args.strength is not None:
+        b.image_decoder.config["strength"] = args.strength
     t = time.perf_counter()
     res = fidelity(b, n=args.n, seed=args.seed, figures=args.figures, batch=args.batch, steps=args.steps)
     zs = zero_shot(b)
@@ -53,7 +57,8 @@ def main():
     peak_after = matmul_peak_gflops()
     cfg = b.image_decoder.config
     print(f"\n{b.name} fidelity: {args.n} cases per figure and split (seed {args.seed}), decode seed = row index, "
-          f"{args.steps or cfg['steps']} DPM-Solver++ steps, guidance {cfg['guidance_scale']}")
+          f"strength {cfg.get('strength', 1.0)} ({args.steps or cfg['steps']} DPM-Solver++ steps, guidance "
+          f"{cfg['guidance_scale']}, where strength > 0)")
     print(f"machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} with {args.threads} "
           f"threads; fp32 matmul peak (1024^2) {peak:.1f} GFLOP/s before the run, {peak_after:.1f} after; "
           f"wall time {wall:.0f} s\n")
@@ -71,7 +76,8 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"preset": b.name, "args": vars(args), "matmul_peak_gflops": {"before": peak, "after": peak_after},
-                       "decoder": {"steps": args.steps or cfg["steps"], "guidance_scale": cfg["guidance_scale"]},
+                       "decoder": {"steps": args.steps or cfg["steps"], "guidance_scale": cfg["guidance_scale"],
+                                   "strength": cfg.get("strength", 1.0)},
                        **res, "wall_s": wall, "zero_shot": zs, "below_floor": low,
                        "targets": {k: {"target": f.target, "floor": f.floor} for k, f in FIGURES.items()}},
                       fh, indent=2)

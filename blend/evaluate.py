@@ -310,8 +310,8 @@ def fidelity(blender, n: int = 200, seed: int = 2024, figures: list[str] | None 
         for s in splits:
             out["figures"][k][s] = _mean(r["ok"] for (kk, ss, _), r in zip(plan, results) if (kk, ss) == (k, s))
     for s in splits:
-        out["background_std"][s] = _mean(r["background_std"] for (_, ss, _), r in zip(plan, results)
-                                         if ss == s and "background_std" in r)
+        stds = [r["background_std"] for (_, ss, _), r in zip(plan, results) if ss == s and "background_std" in r]
+        out["background_std"][s] = _mean(v for v in stds if v == v)  # nan: no background seen in that image
         renders = [world.render(c.target) for kk, ss, c in plan if ss == s and kk == "image_to_image"]
         out["background_std_renders"][s] = _mean(world.background_std(im) for im in renders)
     out["wall_s"] = time.perf_counter() - start

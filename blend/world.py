@@ -289,6 +289,30 @@ def sample_scenes(n: int, seed: int, split: str = "all") -> list[Scene]:
     return [sample_scene(rng, split=split) for _ in range(n)]
 
 
+DEFAULTS = {"size": "medium", "position": "centre", "lighting": "even"}  # what a description leaves unsaid
+_DEFAULT_ORDER = {"color": ("white", "red", "blue", "yellow", "green", "orange", "purple", "black"),
+                  "background": ("black", "white", "blue", "green", "red", "yellow", "purple", "orange"),
+                  "shape": ("circle", "square", "triangle", "star")}
+
+
+def meant_scene(named: dict, split: str = "train") -> Scene:
+    """The one scene a description means: its named attributes, the rest at defaults, mid radius, centred.
+
+    A caption names all six; `a red star` is a medium red star in the centre on the first background of
+    `_DEFAULT_ORDER` that is valid (and in `split`), evenly lit. Trained on, it gives each text one target
+    rather than the average of every scene it is true of (a blur).
+    """
+    unknown = set(named) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"named: unknown attributes {sorted(unknown)}")
+    values = {**DEFAULTS, **named}
+    options = {k: [named[k]] if k in named else _DEFAULT_ORDER[k] for k in _DEFAULT_ORDER}
+    for c, b, s in itertools.product(options["color"], options["background"], options["shape"]):
+        if c != b and (split == "all" or is_held_out(c, s, b) == _want_held_out(split)):
+            return Scene(**{**values, "color": c, "background": b, "shape": s})
+    raise ValueError(f"named: no valid scene of split {split!r} has {named}")
+
+
 def variant(rng: random.Random, scene: Scene, attribute: str, split: str = "all", value: str | None = None) -> Scene:
     """The scene with one attribute changed to another valid value (keeping the split); nuisances kept."""
     choices = [v for v in VALUES[attribute] if v != getattr(scene, attribute)]

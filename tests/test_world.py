@@ -24,6 +24,43 @@ def test_training_generators_never_yield_a_held_out_scene():
     assert not any(s.held_out for s in scenes)
 
 
+def test_decoder_mixture_never_yields_a_held_out_scene():
+    from blend.train.unclip import _analogy, _mid, _middle, _pair
+
+    rng = random.Random(3)
+    for _ in range(300):
+        x, x2, _k = _pair(rng)
+        (a, b, c), target = _analogy(rng)
+        (p, q), t, mid = _mid(rng)
+        named = world.random_partial(rng, world.sample_scene(rng, split="train"))[1]
+        scenes = (x, x2, a, b, c, target, p, q, mid, world.meant_scene(named))
+        assert not any(s.held_out for s in scenes)
+        if abs(t - 0.5) >= 0.08:
+            assert mid == (p if t < 0.5 else q)
+        else:  # the middle: a value of one end per attribute, the same whichever end comes first
+            assert all(getattr(mid, k) in (getattr(p, k), getattr(q, k)) for k in world.ATTRIBUTES)
+            assert _middle(q, p).attributes == mid.attributes
+
+
+def test_meant_scene_is_the_one_scene_a_description_means():
+    rng = random.Random(4)
+    for _ in range(300):
+        named = world.random_partial(rng, world.sample_scene(rng))[1]
+        s = world.meant_scene(named, split="all")
+        assert all(getattr(s, k) == v for k, v in named.items())
+        assert (s.f, s.jx, s.jy) == (None, 0.0, 0.0)  # mid radius, centred: no nuisance left to average over
+        for k, v in world.DEFAULTS.items():
+            assert k in named or getattr(s, k) == v
+        assert world.meant_scene(named, split="all") == s  # one target per text
+    assert not world.meant_scene({"color": "red"}).held_out  # defaults avoid held-out triples in "train"
+    held = world.triples("held-out")[0]
+    assert world.meant_scene(dict(zip(("color", "shape", "background"), held)), split="all").held_out
+    with pytest.raises(ValueError, match="named"):
+        world.meant_scene(dict(zip(("color", "shape", "background"), held)))  # no training scene means it
+    with pytest.raises(ValueError, match="named"):
+        world.meant_scene({"colour": "red"})
+
+
 def test_caption_spec():
     s = world.Scene("red", "blue", "star", "large", "top left", "right")
     assert world.caption(s) == "a large red star in the top left on a blue background, lit from the right"

@@ -1,4 +1,5 @@
-"""The shapes-mini decoder: a latent unCLIP UNet (with an `EmbeddingHint`) sampled with DPM-Solver++, then a VAE.
+"""The shapes-mini decoder: a `LayeredDraft` drawn straight from the embedding, optionally redrawn by a latent
+unCLIP UNet sampled with DPM-Solver++, then a VAE.
 
 Trained by blend/train/unclip.py (the VAE by blend/train/vae.py). `sample_unclip` also samples a pixel-space
 (pixel-unshuffled) UNet: benchmarks/speed.py times the retired 32-px decoder with it.
@@ -11,44 +12,63 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 
-class EmbeddingHint(ModelMixin, ConfigMixin):
-    """An embedding drawn as a spatial map: (B, D) -> (B, C, L, L), fed to the UNet beside its latents.
+def upsample_matrix(n: int, size: int, align_corners: bool = False) -> torch.Tensor:
+    """(size, n): linear upsampling of a length-n signal as a matrix, so that a map is upsampled bilinearly
+    by two matmuls (U m U^T), several times faster on CPU than `F.interpolate`'s backward."""
+    eye = torch.eye(n)[:, None, :]
+    return F.interpolate(eye, size=size, mode="linear", align_corners=align_corners)[:, 0, :].T.contiguous()
 
-    A UNet that sees its condition only as one global vector (the class embedding, one cross-attention token)
-    must invent the layout from noise; given this map, trained to predict the target latents, it refines a
-    layout it already has. As diffusers' `UnCLIPTextProjModel` turns a CLIP embedding into extra tokens, this
-    turns it into extra input channels. Zero embeddings (the unconditional branch) are mapped too.
+
+class LayeredDraft(ModelMixin, ConfigMixin):
+    """An embedding drawn straight as a picture, (B, D) -> (B, 3, S, S) in [-1, 1]: two layers under a mask, lit.
+
+    Object-centric decoders (MONet, Burgess et al. 2019; GENESIS, Engelcke et al. 2020) compose a scene from
+    layers, each an appearance under a mask; intrinsic images (Barrow & Tenenbaum 1978) split appearance into
+    albedo and shading. Here a shared MLP trunk feeds linear heads for a mask (logits at `mask_size`, bilinear,
+    then a sigmoid while training and a threshold when drawing, so edges are as hard as the world's and flat
+    regions flat), an albedo for each of the two layers (an RGB colour) and a shading map (`shade_size`,
+    bilinear with aligned corners, so a lighting ramp is exact). Each head needs only part of the meaning (the
+    mask: shape, size and position; an albedo: one colour; the shading: the lighting), so a combination never
+    seen in training is drawn from parts that were. Measured against the latent-space MLP it replaced: held-out
+    captions drawn with every attribute right 0.69 -> 0.99 (README, issue 7).
     """
 
     @register_to_config
-    def __init__(self, embed_dim: int = 128, hidden: int = 512, channels: int = 16, size: int = 8):
+    def __init__(self, embed_dim: int = 128, hidden: int = 1024, mask_size: int = 32, shade_size: int = 8,
+                 image_size: int = 64):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
-                                       torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-                                       torch.nn.Linear(hidden, channels * size * size))
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
+                                         torch.nn.Linear(hidden, hidden), torch.nn.SiLU())
+        self.mask = torch.nn.Linear(hidden, mask_size * mask_size)
+        self.albedo = torch.nn.Linear(hidden, 6)  # foreground and background RGB in [0, 1]
+        self.shade = torch.nn.Linear(hidden, shade_size * shade_size)
+        torch.nn.init.zeros_(self.shade.weight), torch.nn.init.ones_(self.shade.bias)  # start evenly lit
+        self.register_buffer("up_mask", upsample_matrix(mask_size, image_size), persistent=False)
+        self.register_buffer("up_shade", upsample_matrix(shade_size, image_size, align_corners=True),
+                             persistent=False)
+
+    def forward(self, emb: torch.Tensor, hard: bool = False) -> torch.Tensor:
+        c = self.config
+        h = self.trunk(emb * c.embed_dim ** 0.5)  # unit rows scaled to unit variance per dimension
+        logits = self.up_mask @ self.mask(h).view(-1, 1, c.mask_size, c.mask_size) @ self.up_mask.T
+        m = (logits > 0).to(logits.dtype) if hard else torch.sigmoid(logits)
+        fg, bg = self.albedo(h)[:, :, None, None].chunk(2, dim=1)
+        shade = self.up_shade @ self.shade(h).view(-1, 1, c.shade_size, c.shade_size) @ self.up_shade.T
+        return 2 * shade * (m * fg + (1 - m) * bg) - 1
+
+
+class DraftLatents(torch.nn.Module):
+    """The draft in the VAE's latent space, (B, D) -> (B, C, L, L) scaled latents: the map the UNet takes
+    beside its noisy latents (as diffusers' `UnCLIPTextProjModel` turns an embedding into extra tokens, this
+    turns it into extra input channels), and where `strength` < 1 sampling starts from."""
+
+    def __init__(self, draft: LayeredDraft, vae):
+        super().__init__()
+        self.draft, self.vae = draft, vae
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        c, s = self.config.channels, self.config.size
-        # unit rows scaled to unit variance per dimension: the MLP fits 2-3x faster than on raw unit vectors
-        return self.net(emb * self.config.embed_dim ** 0.5).view(emb.shape[0], c, s, s)
-
-
-class EmbeddingPrior(ModelMixin, ConfigMixin):
-    """A residual MLP that moves any embedding (a caption, a blend) to the image embedding it means.
-
-    unCLIP's prior in miniature: trained on training scenes to map each condition onto the image embedding
-    of its target scene, so the decoder, which draws best from image embeddings, is fed one.
-    """
-
-    @register_to_config
-    def __init__(self, embed_dim: int = 128, hidden: int = 1024):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
-                                       torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-                                       torch.nn.Linear(hidden, embed_dim))
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return F.normalize(emb + self.net(emb * self.config.embed_dim ** 0.5), dim=-1)
+        x = self.draft(emb.to(self.draft.dtype), hard=True).clamp(-1, 1)
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
 
 def unet_input(x: torch.Tensor, hint_map: torch.Tensor | None) -> torch.Tensor:
@@ -69,10 +89,10 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
 
     emb (N, D) -> images (N, 3, S, S) in [-1, 1]. Every row starts from the same noise, drawn from `seed`,
     so rows differ only by what their embeddings mean; a list of N seeds gives row i the noise of seed[i]
-    (so a row decodes the same whatever else is in its batch). `hint`: an `EmbeddingHint` whose map of the
-    condition goes into the UNet beside the latents. `strength` < 1 (with a hint) starts from the hint's map
+    (so a row decodes the same whatever else is in its batch). `hint`: a module (`DraftLatents`) whose map of
+    the condition goes into the UNet beside the latents. `strength` < 1 (with a hint) starts from the hint's map
     noised to that fraction of the schedule and runs only the rest of it (SDEdit, Meng et al. 2022): the
-    hint draws the layout, the UNet sharpens it.
+    hint draws the layout, the UNet redraws it.
     """
     from diffusers import DPMSolverMultistepScheduler
 
@@ -117,21 +137,23 @@ def sample_unclip(unet, emb: torch.Tensor, steps: int, guidance_scale: float, se
 
 
 class MiniLatentUnCLIP:
-    """The shapes-mini decoder: a UNet2DConditionModel on 8x8 VAE latents, then an AutoencoderKL decoder.
+    """The shapes-mini decoder: a `LayeredDraft`, refined (`strength` > 0) by a UNet2DConditionModel on 8x8
+    VAE latents, then an AutoencoderKL decoder.
 
-    As real unCLIP and Kandinsky: diffusion in a small latent space, pixels from a VAE that only ever drew
-    clean renders, so flat regions come out flat. Folder: unet/, vae/, hint/ (`EmbeddingHint`), scheduler/
-    (diffusers `save_pretrained`), decoder.json (sampling defaults), and optionally prior/ (`EmbeddingPrior`:
-    the embedding is moved onto the image manifold first).
+    `strength` 0 (the bundle's default) returns the draft itself: the most faithful picture, the same for every
+    seed. `strength` in (0, 1] starts from the draft's latents noised that far (SDEdit, Meng et al. 2022) and lets
+    the UNet redraw, so seeds give variations, at some cost in fidelity (README, benchmarks/fidelity.py
+    --strength). Folder: draft/, unet/, vae/, scheduler/ (diffusers `save_pretrained`), decoder.json (sampling
+    defaults).
     """
 
     accepts = ("image", "text")  # trained on image, text and mixed embeddings: no gap map needed
     row_seeds = True  # `seed` may be a list, one per row
 
-    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, hint=None, prior=None):
+    def __init__(self, unet, scheduler, config: dict, device: torch.device, vae=None, draft=None):
         self.unet, self.scheduler, self.config, self.device = unet, scheduler, config, device
         self.embed_dim = int(config["embed_dim"])
-        self.vae, self.hint, self.prior = vae, hint, prior
+        self.vae, self.draft = vae, draft
 
     @classmethod
     def from_spec(cls, spec: dict, base_dir, device: torch.device, dtype: torch.dtype) -> "MiniLatentUnCLIP":
@@ -147,12 +169,8 @@ class MiniLatentUnCLIP:
         scheduler = DPMSolverMultistepScheduler.from_pretrained(str(folder / "scheduler"))
         config = {**json.loads((folder / "decoder.json").read_text()), **spec.get("options", {})}
         vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=torch.float32).to(device).eval()
-        hint = prior = None
-        if (folder / "hint").is_dir():
-            hint = EmbeddingHint.from_pretrained(str(folder / "hint"), torch_dtype=torch.float32).to(device).eval()
-        if (folder / "prior").is_dir():
-            prior = EmbeddingPrior.from_pretrained(str(folder / "prior"), torch_dtype=torch.float32).to(device).eval()
-        return cls(unet, scheduler, config, device, vae=vae, hint=hint, prior=prior)
+        draft = LayeredDraft.from_pretrained(str(folder / "draft"), torch_dtype=torch.float32).to(device).eval()
+        return cls(unet, scheduler, config, device, vae=vae, draft=draft)
 
     def fresh_scheduler(self):
         """A scheduler of its own for each call: it keeps per-run state, and calls can overlap (the canvas)."""
@@ -163,18 +181,23 @@ class MiniLatentUnCLIP:
         """(N, C, L, L) scaled latents -> (N, 3, S, S) in [-1, 1]."""
         return self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
+    @torch.no_grad()
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
-                 guidance_scale: float | None = None, size: int | None = None, progress: bool = False):
+                 guidance_scale: float | None = None, size: int | None = None, progress: bool = False,
+                 strength: float | None = None):
         from ..world import to_images
 
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
+        from .. import checks
+
+        strength = checks.number(self.config.get("strength", 0.0) if strength is None else strength, "strength", 0, 1)
         emb = emb.to(self.device)
-        if self.prior is not None:
-            with torch.no_grad():
-                emb = self.prior(emb)
-        z = sample_unclip(self.unet, emb, steps=steps, guidance_scale=scale, seed=seed,
-                          config=self.config, scheduler=self.fresh_scheduler(), progress=progress, hint=self.hint,
-                          strength=float(self.config.get("strength", 1.0)))
-        x = self.decode_latents(z)
+        if strength <= 0.0:
+            x = self.draft(emb, hard=True).float().clamp(-1, 1)
+        else:
+            z = sample_unclip(self.unet, emb, steps=steps, guidance_scale=scale, seed=seed, config=self.config,
+                              scheduler=self.fresh_scheduler(), progress=progress,
+                              hint=DraftLatents(self.draft, self.vae), strength=strength)
+            x = self.decode_latents(z)
         return to_images(x, size or int(self.config.get("display_size", self.config["image_size"])))

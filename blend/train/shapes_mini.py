@@ -4,8 +4,8 @@ Stages, in order (each reads what the ones before it wrote into `out`):
   clip         the joint CLIP (text tower + a small ViT) for arithmetic on meaning      train/clip.py
   clip-image   the image tower replaced by a ModifiedResNet, trained on the locked text  train/clip_image.py
   vae          the latent autoencoder, then `vae-decoder` (its decoder, encoder frozen)  train/vae.py
-  hint         the EmbeddingHint fitted alone (embedding -> 8x8 latent map)             train/unclip.py
-  decoder      the latent UNet, sharpening the frozen hint's map                         train/unclip.py
+  draft        the LayeredDraft (embedding -> picture: a mask over two colour layers)     train/unclip.py
+  decoder      the latent UNet, redrawing the frozen draft for seeded variations          train/unclip.py
   inverter     the GPT-2 text inverter                                                  train/inverter.py
 Within a session a stage resumes from its checkpoint in `work`; in a new session (no checkpoint) a stage
 continues from the bundle's committed weights, so long training spreads over several sittings.
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("clip", "clip-image", "vae", "vae-decoder", "hint", "decoder", "inverter")
+STAGES = ("clip", "clip-image", "vae", "vae-decoder", "draft", "decoder", "inverter")
 # stage sizes of the shipped bundle; `--quick` shrinks them to a smoke run
 FULL = {"clip_steps": 4200, "clip_image_steps": 1300, "vae_steps": 6000, "vae_decoder_steps": 4000,
-        "hint_steps": 4000, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 3000}
-QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_steps": 2, "hint_steps": 2,
+        "draft_steps": 12000, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 3000}
+QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_steps": 2, "draft_steps": 2,
          "decoder_steps": 2, "decoder_batch": 4, "inverter_steps": 2}
 
 
@@ -32,7 +32,7 @@ def train_shapes_mini(out: str | Path, work: str | Path | None = None, seed: int
     from .clip import train_clip
     from .clip_image import train_image_tower
     from .inverter import train_shapes_inverter
-    from .unclip import train_decoder, train_hint
+    from .unclip import train_decoder, train_draft
     from .vae import finetune_vae_decoder, train_vae
 
     unknown = set(stages) - set(STAGES)
@@ -57,12 +57,12 @@ def train_shapes_mini(out: str | Path, work: str | Path | None = None, seed: int
         "vae-decoder": lambda: finetune_vae_decoder(out / "decoder" / "vae", steps=sizes["vae_decoder_steps"],
                                                     batch=4 if quick else 32, seed=seed + 1, work=work / "vae-decoder",
                                                     log=work / "vae-decoder.jsonl", eval_every=quiet if quick else 500),
-        "hint": lambda: train_hint(out / "clip", out / "decoder" / "vae", out / "decoder", steps=sizes["hint_steps"],
-                                   rows=64 if quick else 40960, batch=8 if quick else 256, seed=seed,
-                                   log=work / "hint.jsonl"),
+        "draft": lambda: train_draft(out / "clip", out / "decoder", steps=sizes["draft_steps"],
+                                     rows=64 if quick else 163840, batch=8 if quick else 256, seed=seed + 1,
+                                     log=work / "draft.jsonl"),
         "decoder": lambda: train_decoder(out / "clip", out / "decoder" / "vae", out / "decoder",
                                          steps=sizes["decoder_steps"], batch=sizes["decoder_batch"], seed=seed,
-                                         work=work / "decoder", log=work / "decoder.jsonl", freeze_hint=True,
+                                         work=work / "decoder", log=work / "decoder.jsonl",
                                          eval_every=quiet if quick else 1000),
         "inverter": lambda: train_shapes_inverter(out / "clip", out / "inverter", steps=sizes["inverter_steps"],
                                                   batch=8 if quick else 128, seed=seed, work=work / "inverter",
