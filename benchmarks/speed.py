@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import blend  # noqa: E402
 from blend import world  # noqa: E402
-from blend.decoders.mini import sample_unclip  # noqa: E402
+from blend.decoders.mini import DraftLatents, sample_unclip  # noqa: E402
 from blend.machine import matmul_peak_gflops  # noqa: E402
 
 V1 = Path(__file__).resolve().parent / "v1_decoder"
@@ -96,6 +96,8 @@ def unet_gflop_per_image(unet, config: dict, calls: int, guidance: float, hint=N
     """FLOPs of the UNet over one image's decode (its calls x one forward of its 1 or 2 CFG rows), in GFLOP."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    if calls == 0:  # a decode that never runs the UNet (the draft alone)
+        return 0.0
     rows = 2 if guidance != 1.0 else 1
     if "latent_channels" in config:
         c, s = config["latent_channels"], config["latent_size"]
@@ -170,7 +172,8 @@ def main():
     }
     v1_rows = {k: v for k, v in decodes.items() if k.startswith("v1:")}
     unet_s, share, calls = unet_share(dec.unet, one, max(3, r // 3))
-    gflop = unet_gflop_per_image(dec.unet, cfg, calls, guidance, getattr(dec, "hint", None))
+    hint = DraftLatents(dec.draft, dec.vae) if getattr(dec, "draft", None) is not None else None  # beside the latents
+    gflop = unet_gflop_per_image(dec.unet, cfg, calls, guidance, hint)
     v1_unet_s, v1_share, v1_calls = unet_share(v1_unet, lambda: v1_decode(v1_e1), max(3, r // 3))
     v1_gflop = unet_gflop_per_image(v1_unet, v1_cfg, v1_calls, v1_cfg["guidance_scale"])
     peak_after = matmul_peak_gflops()
@@ -179,10 +182,15 @@ def main():
           f"{args.threads} threads, medians of {r}; fp32 matmul peak (1024^2) {peak:.1f} GFLOP/s before, "
           f"{peak_after:.1f} after")
     strength = float(cfg.get("strength", 1.0))
-    print(f"v2: {steps} DPM-Solver++ steps" + (f" at strength {strength} (from the hint's map)" if strength < 1 else "") +
-          f", {calls} UNet calls, guidance {guidance} ({2 if guidance != 1 else 1} UNet rows per image), "
-          f"8x8x{cfg.get('latent_channels')} latents + VAE decoder; v1: {v1_cfg['steps']} steps, guidance "
-          f"{v1_cfg['guidance_scale']}, {v1_calls} UNet calls, 32-px pixel space (unshuffled to 8x8x{3 * v1_cfg['unshuffle'] ** 2})\n")
+    if strength <= 0:  # the draft alone: no UNet, no VAE
+        v2 = "the LayeredDraft alone (strength 0: no UNet calls)"
+    else:
+        v2 = (f"{steps} DPM-Solver++ steps" + (f" at strength {strength} (from the draft's latents)" if strength < 1
+                                              else "") +
+              f", {calls} UNet calls, guidance {guidance} ({2 if guidance != 1 else 1} UNet rows per image), "
+              f"8x8x{cfg.get('latent_channels')} latents + VAE decoder")
+    print(f"v2: {v2}; v1: {v1_cfg['steps']} steps, guidance {v1_cfg['guidance_scale']}, {v1_calls} UNet calls, "
+          f"32-px pixel space (unshuffled to 8x8x{3 * v1_cfg['unshuffle'] ** 2})\n")
     print(f"| {'what':44s} | {'v2':>10s} | {'v1':>10s} |")
     print(f"|{'-' * 46}|{'-' * 12}|{'-' * 12}|")
     for name, sec in rows.items():
@@ -192,7 +200,8 @@ def main():
         print(f"| {name:44s} | {sec * 1000:7.1f} ms | {other:>10s} |")
     print(f"| {'UNet share of one image decode':44s} | {100 * share:8.0f} % | {100 * v1_share:8.0f} % |")
     print(f"| {'UNet GFLOP per image':44s} | {gflop:10.2f} | {v1_gflop:10.2f} |")
-    print(f"| {'UNet GFLOP/s, share of the matmul peak':44s} | {gflop / unet_s:5.1f}, {100 * gflop / unet_s / peak:2.0f}% "
+    v2_rate = f"{gflop / unet_s:5.1f}, {100 * gflop / unet_s / peak:2.0f}%" if calls else "no UNet"
+    print(f"| {'UNet GFLOP/s, share of the matmul peak':44s} | {v2_rate:>10s} "
           f"| {v1_gflop / v1_unet_s:5.1f}, {100 * v1_gflop / v1_unet_s / peak:2.0f}% |")
     one_s, v1_s = rows["decode one 64-px image"], v1_rows["v1: decode one 32-px image (random weights)"]
     print(f"\none 64-px image: {one_s:.3f} s (target <= {TARGET_ONE_IMAGE_S} s on 2 cores: "
