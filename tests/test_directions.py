@@ -13,7 +13,7 @@ from blend.presets import get_preset
 
 # shipped direction -> (attribute, from, to) it moves in the shapes world
 MOVES = {"larger": ("size", "small", "large"), "circle -> square": ("shape", "circle", "square"),
-         "circle -> star": ("shape", "circle", "star"), "circle -> triangle": ("shape", "circle", "triangle"),
+         "circle -> star": ("shape", "circle", "star"),
          "blue -> red": ("color", "blue", "red"), "left -> right": ("position", "left", "right"),
          "top -> bottom": ("position", "top", "bottom"), "lit from above": ("lighting", "even", "top"),
          "dark background": ("background", "white", "black")}
