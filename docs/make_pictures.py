@@ -39,13 +39,16 @@ def banner(img: Image.Image, text: str) -> Image.Image:
 
 
 def blend_picture(b, out: Path):
-    """x - T("red") + T("green"): the input and the blend decoded from 4 seeds, and its sentence."""
+    """x - T("red") + T("green"): the input, the blend drawn by the draft (the default) and redrawn by the UNet
+    from 3 seeds (strength 0.3: variations), and its sentence."""
     x = world.Scene("red", "white", "circle", "large", jx=1.0, jy=-1.0)
     e = b.encode_images([world.render(x)])
     m = blend.mix(torch.cat([e, b.encode_texts(["red", "green"])]), [1, -1, 1])
-    outs = [b.decode_images(m, seed=s, size=128)[0] for s in range(4)]
+    outs = [b.decode_images(m, seed=0, size=128)[0]] + [b.decode_images(m, seed=s, size=128, strength=0.3)[0]
+                                                         for s in range(3)]
     sentence = b.decode_texts(m)[0]
-    pic = grid([world.render(x, 128)] + outs, cols=5, labels=["x", "seed 0", "seed 1", "seed 2", "seed 3"])
+    labels = ["x", "draft (default)"] + [f"seed {s}, strength 0.3" for s in range(3)]
+    pic = grid([world.render(x, 128)] + outs, cols=5, labels=labels)
     banner(pic, f'x - T("red") + T("green")  ->  "{sentence}"').save(out / "blend.png")
 
 
