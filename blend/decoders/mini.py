@@ -56,6 +56,10 @@ class LayeredDraft(ModelMixin, ConfigMixin):
         shade = self.up_shade @ self.shade(h).view(-1, 1, c.shade_size, c.shade_size) @ self.up_shade.T
         return 2 * shade * (m * fg + (1 - m) * bg) - 1
 
+    def draw(self, emb: torch.Tensor) -> torch.Tensor:
+        """The picture as the decoder shows it: the thresholded mask, clamped to [-1, 1], in float32."""
+        return self(emb.to(self.dtype), hard=True).float().clamp(-1, 1)
+
 
 class DraftLatents(torch.nn.Module):
     """The draft in the VAE's latent space, (B, D) -> (B, C, L, L) scaled latents: the map the UNet takes
@@ -67,8 +71,7 @@ class DraftLatents(torch.nn.Module):
         self.draft, self.vae = draft, vae
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        x = self.draft(emb.to(self.draft.dtype), hard=True).clamp(-1, 1)
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return self.vae.encode(self.draft.draw(emb)).latent_dist.mean * self.vae.config.scaling_factor
 
 
 def unet_input(x: torch.Tensor, hint_map: torch.Tensor | None) -> torch.Tensor:
@@ -185,16 +188,15 @@ class MiniLatentUnCLIP:
     def __call__(self, emb: torch.Tensor, seed: int = 0, steps: int | None = None,
                  guidance_scale: float | None = None, size: int | None = None, progress: bool = False,
                  strength: float | None = None):
+        from .. import checks
         from ..world import to_images
 
         steps = int(steps or self.config["steps"])
         scale = float(self.config["guidance_scale"] if guidance_scale is None else guidance_scale)
-        from .. import checks
-
         strength = checks.number(self.config.get("strength", 0.0) if strength is None else strength, "strength", 0, 1)
         emb = emb.to(self.device)
         if strength <= 0.0:
-            x = self.draft(emb, hard=True).float().clamp(-1, 1)
+            x = self.draft.draw(emb)
         else:
             z = sample_unclip(self.unet, emb, steps=steps, guidance_scale=scale, seed=seed, config=self.config,
                               scheduler=self.fresh_scheduler(), progress=progress,

@@ -196,7 +196,7 @@ def evaluate(unet, draft, vae, clip, tokenizer, n: int = 32, seed: int = 777, st
         return sum(world.read_attributes(im).matches(s) for im, s in zip(world.to_images(x), scenes)) / n
 
     for name, cond in (("img", img), ("txt", txt)):
-        out[f"{name}_draft"] = share(draft(cond).clamp(-1, 1))
+        out[f"{name}_draft"] = share(draft.draw(cond))
         if unet is not None:
             z = sample_unclip(unet, cond, steps=12, guidance_scale=3.0, seed=0, config=DECODER_CONFIG,
                               scheduler_config=SCHEDULER_CONFIG, hint=DraftLatents(draft, vae), strength=strength)
@@ -248,12 +248,11 @@ def _clip(clip_dir):
 
 
 def render_targets(scenes) -> torch.Tensor:
-    """(B, 4, S, S) uint8: each scene's render and, as channel 3, its outline mask (0 or 1), where a pixel's
-    3x3 neighbourhood spans more than 0.1 (in [-1, 1] units; a lighting ramp changes by < 0.02 a pixel)."""
-    x = (world.to_tensor([world.render(s) for s in scenes]) + 1) * 127.5
-    xf = x / 127.5 - 1
-    edge = (F.max_pool2d(xf, 3, 1, 1) + F.max_pool2d(-xf, 3, 1, 1)).amax(dim=1, keepdim=True) > 0.1
-    return torch.cat([x.round(), edge.float()], dim=1).to(torch.uint8)
+    """(B, 4, S, S) uint8: each scene's render and, as channel 3, its outline mask (`vae.outline_mask`, 0 or 1)."""
+    from .vae import outline_mask
+
+    x = world.to_tensor([world.render(s) for s in scenes])
+    return torch.cat([((x + 1) * 127.5).round(), outline_mask(x).float()], dim=1).to(torch.uint8)
 
 
 def draft_loss(edge: float):
@@ -287,15 +286,13 @@ def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, st
     """Train the latent UNet against a trained CLIP, VAE and the frozen draft in `out`/draft; save unet/,
     scheduler/, decoder.json in `out`. `max_t`: training timesteps below it only (the part of the schedule
     that `strength` < 1 runs)."""
-    import open_clip
     from diffusers import AutoencoderKL, DDPMScheduler
 
     out = Path(out)
     work = Path(work or out.parent / "_work" / "decoder")
     seed_everything(seed)
     rng = random.Random(seed)
-    clip = open_clip.create_model(f"local-dir:{clip_dir}").eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
+    clip, tokenizer = _clip(clip_dir)
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval()
     draft = LayeredDraft.from_pretrained(str(out / "draft")).eval().requires_grad_(False)
     hint = DraftLatents(draft, vae)

@@ -106,13 +106,17 @@ def train_vae(out: str | Path, steps: int = 3000, batch: int = 32, lr: float = 1
     return vae
 
 
-def edge_weights(x: torch.Tensor, edge: float) -> torch.Tensor:
-    """(B, 1, S, S) pixel weights: 1 in flat regions, 1 + edge where the 3x3 neighbourhood holds an outline.
+def outline_mask(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) bool: pixels whose 3x3 neighbourhood spans more than 0.1 (in [-1, 1] units) in any channel.
 
-    Lighting ramps change a pixel by < 0.02 per step (in [-1, 1] units); an outline by far more.
+    Lighting ramps change a pixel by < 0.02 per step; an outline by far more.
     """
-    spread = (F.max_pool2d(x, 3, 1, 1) + F.max_pool2d(-x, 3, 1, 1)).amax(dim=1, keepdim=True)
-    return 1.0 + edge * (spread > 0.1).float()
+    return (F.max_pool2d(x, 3, 1, 1) + F.max_pool2d(-x, 3, 1, 1)).amax(dim=1, keepdim=True) > 0.1
+
+
+def edge_weights(x: torch.Tensor, edge: float) -> torch.Tensor:
+    """(B, 1, S, S) pixel weights: 1 in flat regions, 1 + edge on outlines (`outline_mask`)."""
+    return 1.0 + edge * outline_mask(x).float()
 
 
 def finetune_vae_decoder(out: str | Path, steps: int = 4000, batch: int = 32, lr: float = 5e-4, seed: int = 1,
