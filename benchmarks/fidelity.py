@@ -40,6 +40,8 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="decoder steps (default: the preset's)")
     p.add_argument("--strength", type=float, default=None,
                    help="the decoder's strength: 0 draws the draft alone, > 0 lets the UNet redraw it (default: the preset's)")
+    p.add_argument("--no-prior", action="store_true",
+                   help="decode without the bundle's EmbeddingPrior (to see what the prior gives)")
     p.add_argument("--batch", type=int, default=64, help="rows per image decode")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--figures", nargs="*", choices=sorted(FIGURES), help="only these figures")
@@ -50,6 +52,8 @@ def main():
     b = blend.load(args.preset, device="cpu")
     if args.strength is not None:
         b.image_decoder.config["strength"] = args.strength
+    if args.no_prior:
+        b.image_decoder.config["prior"] = False
     t = time.perf_counter()
     res = fidelity(b, n=args.n, seed=args.seed, figures=args.figures, batch=args.batch, steps=args.steps)
     zs = zero_shot(b)
@@ -57,6 +61,7 @@ def main():
     peak_after = matmul_peak_gflops()
     cfg = b.image_decoder.config
     print(f"\n{b.name} fidelity: {args.n} cases per figure and split (seed {args.seed}), decode seed = row index, "
+          f"prior {'off' if cfg.get('prior') is False else 'on' if b.image_decoder.prior else 'none'}, "
           f"strength {cfg.get('strength', 1.0)} ({args.steps or cfg['steps']} DPM-Solver++ steps, guidance "
           f"{cfg['guidance_scale']}, where strength > 0)")
     print(f"machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} with {args.threads} "

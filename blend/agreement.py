@@ -1,8 +1,11 @@
 """Agreement check: does a decoded picture show what its point and its sentence say?
 
 Every decoded image is encoded again and compared with the point it was decoded from (a cosine), and with
-its sentence: the sentence the image's own embedding decodes to ("what the picture reads as") must be the
-sentence decoded from the point. Where either fails, the result carries a plain warning.
+its sentence: the sentence the image's own embedding decodes to ("what the picture reads as") must say what
+the sentence decoded from the point says. In the shapes world that is compared by meaning: every attribute
+the sentence names must be the picture's (a partial sentence, "a red star", agrees with a picture that reads
+as a whole caption of a red star); elsewhere the two sentences must be the same. Where either check fails,
+the result carries a plain warning.
 """
 from __future__ import annotations
 
@@ -28,6 +31,17 @@ class Agreement:
 
 def min_cosine(blender) -> float:
     return float((getattr(blender, "preset", None) or {}).get("agreement", {}).get("min_cosine", MIN_COSINE))
+
+
+def same_meaning(blender, reading: str, sentence: str) -> bool:
+    """Whether the picture's reading says what the sentence says (see the module docstring)."""
+    if (getattr(blender, "preset", None) or {}).get("world") == "shapes":
+        from . import world
+
+        read, said = world.parse_description(reading), world.parse_description(sentence)
+        if read is not None and said is not None:
+            return all(read.get(k) == v for k, v in said.items())
+    return reading == sentence
 
 
 def check_agreement(blender, points: torch.Tensor, images: list, sentences: list[str],
@@ -57,7 +71,7 @@ def check_agreement(blender, points: torch.Tensor, images: list, sentences: list
         problems = []
         if not sentences[j].strip():
             problems.append("the point decodes to no sentence")
-        elif reading != sentences[j]:
+        elif not same_meaning(blender, reading, sentences[j]):
             problems.append(f"the picture reads as “{reading}”, the sentence says “{sentences[j]}”")
         if c < floor:
             problems.append(f"the picture is far from its point (cosine {c:.2f} < {floor:.2f})")

@@ -53,6 +53,13 @@ def seeds(value, n: int, name: str = "seed") -> int | list[int]:
     return seed(value, name)
 
 
+def flag(value, name: str) -> bool:
+    """True or False (Python or numpy bools only: not 0, 1 or strings, which usually mean a mistake)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def number(value, name: str, lo: float | None = None, hi: float | None = None) -> float:
     """A finite real number, optionally within [lo, hi]."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:

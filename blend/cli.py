@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
     t.add_argument("--stages", default=None, help="shapes-mini: a comma list of clip, clip-image, vae, "
-                                                   "vae-decoder, draft, decoder, inverter (default: all, in that order)")
+                                                   "vae-decoder, prior, draft, decoder, inverter (default: all, in that order)")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     inv = t.add_argument_group("inverter", "blend train inverter --encoder ViT-L-14/openai --corpus captions.txt "
                                            "--out models/inverter-vitl14")

@@ -203,6 +203,46 @@ def parse_caption(text: str) -> tuple[str, str, str, str, str, str] | None:
     return attrs if caption(Scene(*attrs)) == text.strip() else None  # articles as `caption` writes them
 
 
+_BACKGROUND = re.compile(rf"(?:^| )on an? ({_alternation(COLORS)}) background$")
+_NOUN_WORD = {**{w: "size" for w in SIZES}, **{w: "color" for w in COLORS}, **{w: "shape" for w in SHAPES}}
+
+
+def parse_description(text: str) -> dict[str, str] | None:
+    """The attributes a description names ({attribute: value}), for any text `partial_caption` writes (captions
+    included, with or without the article), else None (also for colour == background, as `parse_caption`):
+    the inverse of `partial_caption`, checked by writing the description again."""
+    if not isinstance(text, str):
+        return None
+    text, named = text.strip(), {}
+    head, _, tail = text.rpartition(", ")
+    light = tail if head else text
+    if light in _LIGHTING_OF:
+        named["lighting"] = _LIGHTING_OF[light]
+    else:
+        head = text
+    m = _BACKGROUND.search(head)
+    if m:
+        named["background"], head = m.group(1), head[:m.start()]
+    for phrase_, position in sorted(_POSITION_OF.items(), key=lambda kv: -len(kv[0])):
+        if head == phrase_ or head.endswith(" " + phrase_):
+            named["position"], head = position, head[:-len(phrase_)].rstrip()
+            break
+    words = head.split()
+    if words and words[0] in ("a", "an"):
+        words = words[1:]
+    for w in words:
+        if w not in _NOUN_WORD or _NOUN_WORD[w] in named:
+            return None
+        named[_NOUN_WORD[w]] = w
+    if "color" in named and named["color"] == named.get("background"):
+        return None
+    try:
+        ok = named and text in (partial_caption(**named), partial_caption(**named, bare=True))
+    except (TypeError, ValueError):
+        return None
+    return named if ok else None
+
+
 def phrase(attribute: str, value: str) -> str:
     """The single-attribute phrase: `red`, `on a red background`, `a star`, `large`, `on the left`, `lit from above`."""
     return partial_caption(**{attribute: value})

@@ -341,6 +341,19 @@ def test_agreement_flags_a_picture_that_is_not_its_sentence(blender):
     assert not bad.ok and "disagree" in bad.warning and bad.reading != cap
 
 
+def test_agreement_reads_a_partial_sentence_by_what_it_names(blender):
+    """"a red circle" agrees with a picture of any red circle and disagrees with a blue one."""
+    from blend.agreement import check_agreement
+
+    point = blender.encode_texts(["a red circle"])
+    red = render(Scene("red", "white", "circle", "large", "top right", "left"))
+    blue = render(Scene("blue", "white", "circle", "large", "top right", "left"))
+    ok, bad = check_agreement(blender, point, [red, blue], ["a red circle"], which=[0, 0])
+    assert world.parse_caption(ok.reading) is not None  # the picture reads as a whole caption ...
+    assert "the picture reads as" not in ok.warning  # ... that says what the partial sentence says
+    assert "the picture reads as" in bad.warning and "blue" in bad.reading
+
+
 def test_history_keeps_results_hangs_them_where_they_came_from_and_names_downloads(blender):
     from blend.history import History, download_name
 

@@ -2,7 +2,8 @@
 
 The fidelity floors are asserted on statistics over many scenes (seed 99; the benchmark uses 2024), on
 held-out and on training combinations. `BLEND_TEST_PRESET` points the tests at another preset or folder,
-`BLEND_TEST_N` sets the cases per figure and split (default 96: the file runs in about 2-3 min on 2 cores).
+`BLEND_TEST_N` sets the cases per figure and split (default 300: at 96 the standard error of a share near 0.87
+is 0.034, too coarse to tell it from its floor of 0.85; the figures take about 100 s on 2 cores).
 """
 import io
 import os
@@ -14,7 +15,7 @@ import torch
 import blend
 from blend import evaluate, world
 
-N = int(os.environ.get("BLEND_TEST_N", "96"))
+N = int(os.environ.get("BLEND_TEST_N", "300"))
 SEED = 99  # not the benchmark's 2024
 
 
@@ -27,16 +28,8 @@ def figures(mini):
     return evaluate.fidelity(mini, n=N, seed=SEED, progress=False)
 
 
-# Issue 7 is open for these: measured below their floors on this bundle (n=96, seed 99), on both splits. Strict:
-# the day one passes, its mark must go. word shape 0.42 / 0.38, word size 0.73 / 0.72, slerp 0.71 / 0.78,
-# large - small x 1.5 0.52 / 0.62 (held-out / train): the text directions for shape and size are short in this
-# CLIP's space, and the draft hedges between two shapes (README, models/shapes-mini/README.md).
-BELOW_FLOOR = {"word_arithmetic_shape", "word_arithmetic_size", "slerp_midpoint", "direction_large"}
-
-
 @pytest.mark.parametrize("split", evaluate.SPLITS)
-@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="issue 7: below floor"))
-                                 if k in BELOW_FLOOR else k for k in evaluate.FIGURES])
+@pytest.mark.parametrize("key", list(evaluate.FIGURES))
 def test_fidelity_floor(figures, key, split):
     share, floor = figures["figures"][key][split], evaluate.FIGURES[key].floor
     assert share >= floor, f"{evaluate.FIGURES[key].label} on {split}: {share:.3f} < {floor} (n={N})"
@@ -95,8 +88,9 @@ def test_path_ends_decode_to_their_anchors(mini):
 
 
 @pytest.mark.parametrize("text", ["red", "on a blue background", "lit from above", "on the left"] + [
-    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="issue 7: the inverter drops the shape noun of a "
-                                            "short noun phrase ('an orange star' -> 'orange')"))
+    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="issue 7: the CLIP's text tower puts a short noun "
+                                            "phrase next to its adjective (cos(T('an orange star'), T('orange')) = "
+                                            "0.99), and the inverter says the adjective"))
     for t in ("a large circle", "an orange star")])
 def test_text_roundtrip_of_partial_descriptions(mini, text):
     assert mini.decode_texts(mini.encode_texts([text])) == [text]
@@ -118,6 +112,8 @@ def test_text_roundtrip_of_partial_descriptions(mini, text):
     (lambda b: b.decode_images(torch.randn(2, b.embed_dim), seed=[1, 2, 3]), "3 seeds for 2 rows"),
     (lambda b: b.decode_images(torch.randn(b.embed_dim), steps=0), "steps"),
     (lambda b: b.decode_texts(torch.randn(3, 5)), "another model's space"),
+    (lambda b: b.decode_images(torch.randn(b.embed_dim), prior="no"), "prior must be true or false"),
+    (lambda b: b.decode_images(torch.randn(b.embed_dim), strength=2), "strength must be from 0 to 1"),
 ])
 def test_bad_input_gets_a_clear_error_and_the_model_keeps_working(mini, call, message):
     caption = "a large red circle in the centre on a blue background, evenly lit"
@@ -128,6 +124,31 @@ def test_bad_input_gets_a_clear_error_and_the_model_keeps_working(mini, call, me
     after = mini.decode_images(mini.encode_texts([caption]), seed=0, size=world.SIZE)[0]
     assert np.array_equal(np.asarray(before), np.asarray(after))
     assert read(after) == ("red", "blue", "circle", "large", "centre", "even")
+
+
+def test_the_prior_moves_word_arithmetic_onto_the_image_it_means(mini):
+    """On held-out scenes, E(x) - T(old word) + T(new word) through the prior lies nearer the embedding of x' (the
+    render it means) than of x, for every attribute; for shape and size words the blend alone mostly does not
+    (that is what the prior is for). An image's own embedding stays where it is."""
+    prior = mini.image_decoder.prior
+    assert prior is not None
+    for k in world.ATTRIBUTES:
+        cs = evaluate.cases(f"word_arithmetic_{k}", "held-out", 48, SEED)
+        emb = evaluate.embed_terms(mini, cs)
+        p = torch.stack([evaluate.point(c, emb) for c in cs])
+        target = mini.encode_images([world.render(c.target) for c in cs])
+        source = mini.encode_images([world.render(c.terms[0]) for c in cs])
+        with torch.no_grad():
+            q = prior(p)
+        def nearer(v):
+            return ((v * target).sum(-1) > (v * source).sum(-1)).float().mean()
+        assert nearer(q) >= 0.85 and (q * target).sum(-1).mean() >= 0.97, k
+        if k in ("shape", "size"):
+            assert nearer(p) < 0.75, k
+    scenes = world.sample_scenes(48, SEED, split="held-out")
+    e = mini.encode_images([world.render(s) for s in scenes])
+    with torch.no_grad():
+        assert (prior(e) * e).sum(-1).min() > 0.95
 
 
 def test_huge_images_are_refused_before_decoding(mini, tmp_path):

@@ -8,6 +8,7 @@ import blend
 from blend.train.clip import JOINT_CONFIG, train_clip
 from blend.train.clip_image import train_image_tower
 from blend.train.inverter import train_shapes_inverter
+from blend.train.prior import PRIOR_CONFIG, train_prior
 from blend.train.unclip import DRAFT_CONFIG, UNET_CONFIG, train_decoder, train_draft
 from blend.train.vae import train_vae
 
@@ -24,6 +25,7 @@ TINY_CLIP = {"embed_dim": 16, "text_cfg": TEXT,  # the shipped layout: a Modifie
 TINY_UNET = {**UNET_CONFIG, "block_out_channels": (16, 32, 32), "norm_num_groups": 8, "cross_attention_dim": 32,
              "attention_head_dim": 2, "encoder_hid_dim": 16, "projection_class_embeddings_input_dim": 16}
 TINY_DRAFT = {**DRAFT_CONFIG, "embed_dim": 16, "hidden": 32}
+TINY_PRIOR = {**PRIOR_CONFIG, "hidden": 32}
 
 
 def test_clip_resume_is_exact(tmp_path):
@@ -57,6 +59,7 @@ def test_bundle_trains_on_tiny_models_and_loads(tmp_path):
                eval_every=10**9)
     train_image_tower(tmp_path / "clip", steps=2, batch=8, config=TINY_CLIP, work=tmp_path / "w2", eval_every=10**9)
     train_vae(tmp_path / "decoder" / "vae", steps=2, batch=4, work=tmp_path / "w3", eval_every=10**9)
+    train_prior(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8, config=TINY_PRIOR)
     train_draft(tmp_path / "clip", tmp_path / "decoder", rows=16, steps=2, batch=8, config=TINY_DRAFT)
     train_decoder(tmp_path / "clip", tmp_path / "decoder" / "vae", tmp_path / "decoder", steps=2, batch=4,
                   work=tmp_path / "w4", config=TINY_UNET, eval_every=10**9)
@@ -70,6 +73,8 @@ def test_bundle_trains_on_tiny_models_and_loads(tmp_path):
     m = b.encode_texts(["a red star on the left"])
     imgs = b.decode_images(m, seed=0, steps=2)  # the draft alone (the default strength 0)
     assert len(imgs) == 1 and imgs[0].mode == "RGB" and imgs[0].size[0] >= 64
+    assert b.image_decoder.prior is not None  # the prior stage's output is part of the decoder
+    assert b.decode_images(m, seed=0, steps=2, prior=False)[0].size == imgs[0].size
     b.image_decoder.config["strength"] = 0.5  # the UNet redraws the draft's latents
     assert b.decode_images(m, seed=0, steps=2)[0].size == imgs[0].size
     assert isinstance(b.decode_texts(m)[0], str)

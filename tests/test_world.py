@@ -74,6 +74,20 @@ def test_caption_spec():
         world.partial_caption()
 
 
+def test_parse_description_inverts_every_partial_description():
+    import itertools
+
+    for subset in itertools.product(*[[None, *world.VALUES[k]] for k in world.ATTRIBUTES]):
+        named = {k: v for k, v in zip(world.ATTRIBUTES, subset) if v is not None}
+        if not named or named.get("color", 0) == named.get("background", 1):
+            continue
+        for bare in (False, True):
+            assert world.parse_description(world.partial_caption(**named, bare=bare)) == named
+    for text in ("", "red red", "a red", "an red star", "a star lit from above", ", lit from above", "a smiling face",
+                 "a red star on a red background", None, 3):
+        assert world.parse_description(text) is None, text
+
+
 def test_render_follows_the_spec():
     s = world.Scene("white", "black", "square", "medium", "centre", "left", f=0.16, jx=0.0, jy=0.0)
     arr = np.asarray(world.render(s), dtype=float)

@@ -4,7 +4,8 @@ Stages, in order (each reads what the ones before it wrote into `out`):
   clip         the joint CLIP (text tower + a small ViT) for arithmetic on meaning      train/clip.py
   clip-image   the image tower replaced by a ModifiedResNet, trained on the locked text  train/clip_image.py
   vae          the latent autoencoder, then `vae-decoder` (its decoder, encoder frozen)  train/vae.py
-  draft        the LayeredDraft (embedding -> picture: a mask over two colour layers)     train/unclip.py
+  prior        the EmbeddingPrior (a blend -> the image embedding of what it means)      train/prior.py
+  draft        the LayeredDraft (the prior's output -> picture: a mask over two layers)  train/unclip.py
   decoder      the latent UNet, redrawing the frozen draft for seeded variations          train/unclip.py
   inverter     the GPT-2 text inverter                                                  train/inverter.py
 Within a session a stage resumes from its checkpoint in `work`; in a new session (no checkpoint) a stage
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("clip", "clip-image", "vae", "vae-decoder", "draft", "decoder", "inverter")
+STAGES = ("clip", "clip-image", "vae", "vae-decoder", "prior", "draft", "decoder", "inverter")
 # stage sizes of the shipped bundle; `--quick` shrinks them to a smoke run
 FULL = {"clip_steps": 4200, "clip_image_steps": 1300, "vae_steps": 6000, "vae_decoder_steps": 4000,
-        "draft_steps": 12000, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 3000}
-QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_steps": 2, "draft_steps": 2,
+        "prior_steps": 20000, "draft_steps": 12000, "decoder_steps": 9000, "decoder_batch": 64, "inverter_steps": 3000}
+QUICK = {"clip_steps": 2, "clip_image_steps": 2, "vae_steps": 2, "vae_decoder_steps": 2, "prior_steps": 2, "draft_steps": 2,
          "decoder_steps": 2, "decoder_batch": 4, "inverter_steps": 2}
 
 
@@ -32,6 +33,7 @@ def train_shapes_mini(out: str | Path, work: str | Path | None = None, seed: int
     from .clip import train_clip
     from .clip_image import train_image_tower
     from .inverter import train_shapes_inverter
+    from .prior import train_prior
     from .unclip import train_decoder, train_draft
     from .vae import finetune_vae_decoder, train_vae
 
@@ -57,6 +59,9 @@ def train_shapes_mini(out: str | Path, work: str | Path | None = None, seed: int
         "vae-decoder": lambda: finetune_vae_decoder(out / "decoder" / "vae", steps=sizes["vae_decoder_steps"],
                                                     batch=4 if quick else 32, seed=seed + 1, work=work / "vae-decoder",
                                                     log=work / "vae-decoder.jsonl", eval_every=quiet if quick else 500),
+        "prior": lambda: train_prior(out / "clip", out / "decoder", steps=sizes["prior_steps"],
+                                     rows=64 if quick else 262144, batch=8 if quick else 512, seed=seed + 2,
+                                     log=work / "prior.jsonl"),
         "draft": lambda: train_draft(out / "clip", out / "decoder", steps=sizes["draft_steps"],
                                      rows=64 if quick else 163840, batch=8 if quick else 256, seed=seed + 1,
                                      log=work / "draft.jsonl"),

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
-from ..decoders.mini import DraftLatents, LayeredDraft, sample_unclip, unet_condition, unet_input
+from ..decoders.mini import DraftLatents, EmbeddingPrior, LayeredDraft, sample_unclip, unet_condition, unet_input
 from ..ops import slerp
 from .clip import _pair, warm_start
-from .common import Checkpoint, Progress, cosine_lr, seed_everything
+from .common import Checkpoint, Progress, cosine_lr, save_half, seed_everything
 
 EMBED_DIM = 128
 LATENT_CHANNELS, LATENT_SIZE = 16, 8
@@ -121,9 +121,9 @@ def _mid(rng: random.Random):
 
 
 @torch.no_grad()
-def conditions(clip, tokenizer, rng: random.Random, batch: int, noise: float, drop: float):
-    """(B, D) conditions and the B training scenes each should decode to."""
-    kinds = rng.choices(list(KINDS), weights=list(KINDS.values()), k=batch)
+def conditions(clip, tokenizer, rng: random.Random, batch: int, noise: float, drop: float, kinds: dict = KINDS):
+    """(B, D) conditions and the B training scenes each should decode to; `kinds`: the mixture's weights."""
+    kinds = rng.choices(list(kinds), weights=list(kinds.values()), k=batch)
     recipes, targets = [], []  # a recipe: (scenes and strings, weights)
     for kind in kinds:
         if kind in ("image", "caption", "partial"):
@@ -206,13 +206,13 @@ def evaluate(unet, draft, vae, clip, tokenizer, n: int = 32, seed: int = 777, st
 
 @torch.no_grad()
 def condition_dataset(clip, tokenizer, rng: random.Random, rows: int, noise: float, drop: float, target,
-                      desc: str, chunk: int = 512):
-    """`rows` training conditions (the decoder's mixture) and `target(scenes)` of the scenes they mean."""
+                      desc: str, chunk: int = 512, kinds: dict = KINDS):
+    """`rows` training conditions (the mixture `kinds`) and `target(scenes)` of the scenes they mean."""
     from tqdm.auto import tqdm
 
     conds, targets = [], []
     for i in tqdm(range(0, rows, chunk), desc=desc, leave=False):
-        cond, scenes = conditions(clip, tokenizer, rng, min(chunk, rows - i), noise, drop)
+        cond, scenes = conditions(clip, tokenizer, rng, min(chunk, rows - i), noise, drop, kinds)
         conds.append(cond), targets.append(target(scenes))
     return torch.cat(conds), torch.cat(targets)
 
@@ -263,19 +263,32 @@ def draft_loss(edge: float):
     return loss
 
 
+@torch.no_grad()
+def project(prior, cond: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Rows through an `EmbeddingPrior` in chunks; all-zero rows (dropped conditions) stay zero."""
+    out = torch.cat([prior(cond[i:i + chunk]) for i in range(0, len(cond), chunk)])
+    return out * (cond.abs().sum(-1, keepdim=True) > 0)
+
+
 def train_draft(clip_dir: str | Path, out: str | Path, rows: int = 163840, steps: int = 12000, batch: int = 256,
                 lr: float = 1e-3, seed: int = 1, cond_noise: float = 0.02, drop: float = 0.1, edge: float = 4.0,
-                config: dict = DRAFT_CONFIG, log: str | Path | None = None):
-    """Fit the LayeredDraft on `rows` cached conditions (2.7 GB at the default) and save it in `out`/draft,
-    every 3,000 steps and at the end. About 4 min of data and 18 min of fitting on 2 cores."""
+                config: dict = DRAFT_CONFIG, log: str | Path | None = None, warm: bool = False):
+    """Fit the LayeredDraft on `rows` cached conditions (2.7 GB at the default) and save it in `out`/draft (fp16),
+    every 3,000 steps and at the end. When `out`/prior holds an `EmbeddingPrior`, the draft learns to draw the
+    prior's outputs (what the decoder feeds it). `warm`: start from the draft already in `out` (a fine-tune).
+    About 4 min of data and 18 min of fitting on 2 cores."""
     seed_everything(seed)
     clip, tokenizer = _clip(clip_dir)
     cond, target = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, drop, render_targets,
                                      "draft data")
     del clip
+    if (Path(out) / "prior").is_dir():
+        cond = project(EmbeddingPrior.from_pretrained(str(Path(out) / "prior")).eval(), cond)
     draft = LayeredDraft(**{**config, "embed_dim": cond.shape[1]})
+    if warm:
+        warm_start(draft, Path(out) / "draft" / "diffusion_pytorch_model.safetensors")
     return fit(draft, cond, target, draft_loss(edge), steps, batch, lr, seed, "draft", log,
-               save=lambda m: m.save_pretrained(str(Path(out) / "draft")))
+               save=lambda m: save_half(m, Path(out) / "draft"))
 
 
 def train_decoder(clip_dir: str | Path, vae_dir: str | Path, out: str | Path, steps: int = 12000, batch: int = 64,
