@@ -47,11 +47,15 @@ class Response:
             raise self.failure
         return self.value
 
+    def cancel(self):
+        pass
 
-def remote_blender(handle, mini, retries=3):
+
+def remote_blender(handle, mini, retries=3, ready_timeout_s=0.3):
     from blend.serve.ray_app import RemoteBlender
 
-    return RemoteBlender(handle, mini.preset, mini.embed_dim, retries=retries, timeout_s=30, backoff_s=0.01)
+    return RemoteBlender(handle, mini.preset, mini.embed_dim, retries=retries, timeout_s=30, backoff_s=0.01,
+                         ready_timeout_s=ready_timeout_s)
 
 
 def test_a_call_whose_replica_died_is_sent_again(mini):
@@ -91,6 +95,42 @@ def test_a_bad_input_is_not_retried(mini):
     h = FakeHandle([err])
     with pytest.raises(ValueError, match="zebra"):
         remote_blender(h, mini).encode_texts(["zebra"])
+    assert h.calls == 1
+
+
+def test_readyz_is_200_only_while_a_model_replica_answers(mini, tmp_path):
+    from fastapi.testclient import TestClient
+    from ray.exceptions import ActorDiedError
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.exceptions import DeploymentUnavailableError
+
+    from blend.serve import ServeConfig, create_app
+
+    info = {"name": mini.name, "embed_dim": mini.embed_dim}
+    cases = [([], 200, ""),
+             ([TimeoutError()], 503, "no model replica answered within 0.3 s"),
+             ([ActorDiedError()] * 1000, 503, "no model replica answered within 0.3 s"),  # asked again till then
+             ([DeploymentUnavailableError(DeploymentID("BlendWorker", "blend"))], 503,
+              "the model deployment is unavailable")]
+    for failures, status, why in cases:
+        h = FakeHandle(failures, value=info)
+        with TestClient(create_app(remote_blender(h, mini), config=ServeConfig(), home=tmp_path)) as client:
+            r = client.get("/readyz")
+            assert r.status_code == status, r.text
+            if status == 503:
+                assert r.json()["error"] == f"not ready: {why}" and r.json()["error_id"]
+                assert r.headers["retry-after"]
+            else:
+                assert r.json() == {"status": "ready", "preset": mini.name}
+            assert client.get("/healthz").status_code == 200  # the process is up either way
+        assert h.calls >= 1
+
+    # a model call answered in the last ready_timeout_s is proof enough: no probe waits behind busy replicas
+    h = FakeHandle([], value=["a sentence"])
+    blender = remote_blender(h, mini, ready_timeout_s=60)
+    blender.decode_texts(mini.encode_texts(["red"]))
+    with TestClient(create_app(blender, config=ServeConfig(), home=tmp_path)) as client:
+        assert client.get("/readyz").status_code == 200
     assert h.calls == 1
 
 

@@ -14,6 +14,7 @@ each of them again (same rows, same seeds, so the same images) to a live replica
 Ray restarts the dead one. If no replica answers in time the client gets 503 with Retry-After, never a bare 500.
 An ingress replica that dies takes its in-flight requests with it: Ray Serve's proxy answers those with its own
 500 (it maps RayActorError to 500 and does not retry), which `--front local` avoids.
+`/readyz` is 200 only while a model replica answers (`RemoteBlender.ready`).
 """
 from __future__ import annotations
 
@@ -121,10 +122,49 @@ class RemoteBlender:
     batches_rows = True  # Engine hands rows straight here: batching happens on the workers (@serve.batch)
 
     def __init__(self, handle, preset: dict, embed_dim: int, retries: int = 3, timeout_s: float = 120.0,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, ready_timeout_s: float = 2.0):
         self.handle, self.preset, self.name, self.embed_dim = handle, preset, preset["name"], int(embed_dim)
         self.retries, self.timeout_s, self.backoff_s = retries, timeout_s, backoff_s
+        self.ready_timeout_s = ready_timeout_s
+        self.last_answer = float("-inf")  # time.monotonic() of the last call a model replica answered
         self.metrics = None  # the app's Metrics, once it is built: retries are counted there
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether a model replica answers: one answered a call in the last `ready_timeout_s`, or answers a
+        cheap `info` call within it. Returns (ready, why not). Blocking, at most about `ready_timeout_s`.
+
+        A busy replica takes the probe after the rows queued before it; any of those answered meanwhile counts,
+        so a saturated but working deployment stays ready.
+        """
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        start = time.monotonic()
+        if start - self.last_answer < self.ready_timeout_s:
+            return True, ""
+        deadline = start + self.ready_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            response = None
+            try:
+                response = self.handle.info.remote()
+                response.result(timeout_s=left)
+                self.last_answer = time.monotonic()
+                return True, ""
+            except TimeoutError:
+                if response is not None:
+                    response.cancel()
+                break
+            except BackPressureError:
+                return False, "the model replicas are at their queue limit"
+            except DeploymentUnavailableError:
+                return False, "the model deployment is unavailable"
+            except _retryable():  # the router still knew a dead replica: ask again while time is left
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            except Exception as e:  # a readiness probe answers, whatever the replica did
+                log.warning("readiness call failed: %s", type(e).__name__)
+                return False, "the model replicas answered with an error"
+        if self.last_answer >= start:
+            return True, ""
+        return False, f"no model replica answered within {self.ready_timeout_s:g} s"
 
     def check_embeddings(self, emb, name: str = "embeddings"):
         return ops.normalize(checks.embeddings(emb, name, dim=self.embed_dim))
@@ -140,8 +180,11 @@ class RemoteBlender:
             if left <= 0:
                 break
             try:
-                return getattr(self.handle, method).remote(*args, **kw).result(timeout_s=left)
+                out = getattr(self.handle, method).remote(*args, **kw).result(timeout_s=left)
+                self.last_answer = time.monotonic()
+                return out
             except RayTaskError as e:  # the worker raised: a bad input stays a ValueError with its own message
+                self.last_answer = time.monotonic()
                 raise (e.cause if isinstance(e.cause, Exception) else RuntimeError(type(e).__name__)) from None
             except BackPressureError as e:
                 raise QueueFull(f"the model replicas are at their queue limit ({e.message})") from e
