@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pytest
@@ -105,7 +106,7 @@ def test_readyz_is_200_only_while_a_model_replica_answers(mini, tmp_path):
     from fastapi.testclient import TestClient
     from ray.exceptions import ActorDiedError
     from ray.serve._private.common import DeploymentID
-    from ray.serve.exceptions import DeploymentUnavailableError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     from blend.serve import ServeConfig, create_app
 
@@ -113,6 +114,8 @@ def test_readyz_is_200_only_while_a_model_replica_answers(mini, tmp_path):
     cases = [([], 200, ""),
              ([TimeoutError()], 503, "no model replica answered within 0.3 s"),
              ([ActorDiedError()] * 1000, 503, "no model replica answered within 0.3 s"),  # asked again till then
+             ([BackPressureError(num_queued_requests=9, max_queued_requests=8)], 503,
+              "the model replicas are at their queue limit"),
              ([DeploymentUnavailableError(DeploymentID("BlendWorker", "blend"))], 503,
               "the model deployment is unavailable")]
     for failures, status, why in cases:
@@ -135,6 +138,21 @@ def test_readyz_is_200_only_while_a_model_replica_answers(mini, tmp_path):
     with TestClient(create_app(blender, config=ServeConfig(), home=tmp_path)) as client:
         assert client.get("/readyz").status_code == 200
     assert h.calls == 1
+
+    class Busy:  # the probe waits behind queued rows and times out, but one of those rows was answered meanwhile
+        def remote(self):
+            return self
+
+        def result(self, timeout_s=None):
+            blender.last_answer = time.monotonic()
+            raise TimeoutError
+
+        def cancel(self):
+            pass
+
+    blender = remote_blender(FakeHandle([]), mini)
+    blender.handle = SimpleNamespace(info=Busy())
+    assert blender.ready() == (True, "")
 
 
 def test_blend_serve_ray_serves_the_api_from_its_own_process_by_default():
@@ -197,8 +215,6 @@ class Uvicorn:
 def cluster():
     """2 model replicas of 1 CPU; in front of them the default front (the API on uvicorn in this process, as
     `blend serve --ray` runs it) at .url, and `--front ray` (Serve's proxy and a BlendIngress replica) at .ray_url."""
-    from types import SimpleNamespace
-
     import ray
     from ray import serve
 
