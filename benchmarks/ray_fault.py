@@ -1,8 +1,9 @@
 """Kill one Ray Serve replica of `blend serve --ray` under load and count what happened to each request.
 
-    python benchmarks/ray_fault.py                      # 2 CPU model replicas; kill a model replica (BlendWorker)
-    python benchmarks/ray_fault.py --kill ingress       # kill the HTTP app's replica (BlendIngress) instead
-    python benchmarks/ray_fault.py --front local        # the API in this process (uvicorn), models on Ray
+    python benchmarks/ray_fault.py                      # as `blend serve --ray`: the API in this process
+                                                        # (uvicorn), 2 CPU model replicas; kill one (BlendWorker)
+    python benchmarks/ray_fault.py --front ray          # the API as a Ray deployment behind Serve's proxy
+    python benchmarks/ray_fault.py --front ray --kill ingress   # kill the API's replica (BlendIngress) instead
 
 Starts a local Ray cluster (no dashboard, a 100 MB object store), deploys the app, sends --requests one-row
 /v1/decode requests, --concurrency at a time, kills one replica of the chosen deployment when the first answer
@@ -36,7 +37,7 @@ def main(argv=None) -> None:
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--kill", choices=["worker", "ingress"], default="worker")
-    p.add_argument("--front", choices=["ray", "local"], default="ray")
+    p.add_argument("--front", choices=["local", "ray"], default="local")
     a = p.parse_args(argv)
     if a.front == "local" and a.kill == "ingress":
         p.error("--front local has no ingress replica: the API runs in this process")
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
 
             serve.start(http_options={"location": "NoServer"})
             worker = serve.run(app, name=APP_NAME, route_prefix=None)
-            api = front_app(worker, a.preset, worker.info.remote().result()["embed_dim"])
+            api = front_app(worker, a.preset)
             server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
             threading.Thread(target=server.run, daemon=True).start()
             while not server.started:

@@ -191,9 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-replicas", type=int, default=None, help="autoscale the model replicas up to this many")
     sv.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray model replica")
     sv.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray model replica")
-    sv.add_argument("--ingress-replicas", type=int, default=1, help="Ray replicas of the HTTP app (no model)")
-    sv.add_argument("--front", choices=["ray", "local"], default="ray",
-                    help="who serves HTTP: Ray Serve's proxy and app replicas, or this process (models on Ray)")
+    sv.add_argument("--front", choices=["local", "ray"], default="local",
+                    help="who serves HTTP: this process, the models on Ray (a dying replica fails no request); "
+                         "or Ray Serve's proxy and API replicas (a dying API replica's requests get a bare 500)")
+    sv.add_argument("--ingress-replicas", type=int, default=1, help="with --front ray: Ray replicas of the API")
     sv.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one)")
     sv.set_defaults(func=cmd_serve)
 

@@ -157,6 +157,21 @@ def test_queue_limit_answers_429_with_retry_after(mini, tmp_path):
         assert c.get("/readyz").status_code == 200
 
 
+def test_readyz_is_503_with_the_reason_when_no_image_can_be_made(mini, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from blend.serve import ServeConfig, create_app
+
+    app = create_app(mini, config=ServeConfig(), home=tmp_path)
+    with TestClient(app) as c:
+        assert c.get("/readyz").json() == {"status": "ready", "preset": mini.name, "queue": 0}
+        app.state.engine.batcher.close()  # the decoder thread stops
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["error"] == "not ready: the decoder thread has stopped"
+        assert c.get("/healthz").status_code == 200
+
+
 def test_body_limit_and_metrics(mini, tmp_path):
     from fastapi.testclient import TestClient
 

@@ -203,9 +203,12 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
 
     @app.get("/readyz", tags=["ops"], responses={503: {"model": Error}})
     def readyz():
-        """Ready for work: the decoder thread is alive and the queue has room."""
-        if not engine.batcher.alive or engine.batcher.depth >= cfg.max_queue:
-            return _error(503, "not ready", {"Retry-After": "2"})
+        """Ready for work: the decoder thread is alive and the queue has room; on Ray, a model replica answers."""
+        ok, why = engine.ready()
+        if not ok:
+            return _error(503, f"not ready: {why}", {"Retry-After": "2"})
+        if engine.remote:  # rows queue on the model replicas, not here
+            return {"status": "ready", "preset": blender.name}
         return {"status": "ready", "preset": blender.name, "queue": engine.batcher.depth}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)

@@ -62,5 +62,16 @@ class Engine:
     def decode_texts(self, emb) -> list[str]:
         return self._locked(self.blender.decode_texts, emb)
 
+    def ready(self) -> tuple[bool, str]:
+        """Whether work can start now: the model answers (a remote blender's own check) and the queue has room.
+        Returns (ready, why not)."""
+        if self.remote:
+            return self.blender.ready()
+        if not self.batcher.alive:
+            return False, "the decoder thread has stopped"
+        if self.batcher.depth >= self.config.max_queue:
+            return False, f"the decode queue is full ({self.batcher.depth} images waiting)"
+        return True, ""
+
     def close(self) -> None:
         self.batcher.close()

@@ -1,19 +1,24 @@
 """`blend serve --ray`: the same REST API on Ray Serve (pip install 'blend[ray]').
 
-Two deployments:
-- `BlendWorker`, the model: N replicas (`--replicas`, or autoscaled up to `--max-replicas`), each loading the
-  preset once, with `num_gpus`/`num_cpus` per replica. Image decoding is batched with `@serve.batch`: every
-  row is its own call with its own seed, so rows of concurrent requests share a batch and each decodes to the
-  image it gives alone.
-- `BlendIngress`, the FastAPI app of `blend serve` (`create_app`: keys, limits, caches, metrics) over a
-  `RemoteBlender`, which sends every model call to a worker through a DeploymentHandle. With `--front local`
-  the same app runs in the `blend serve` process instead, and only the workers run on Ray.
+The model runs on Ray as `BlendWorker`: N replicas (`--replicas`, or autoscaled up to `--max-replicas`), each
+loading the preset once, with `num_gpus`/`num_cpus` per replica. Image decoding is batched with `@serve.batch`:
+every row is its own call with its own seed, so rows of concurrent requests share a batch and each decodes to
+the image it gives alone.
+
+The HTTP front is the FastAPI app of `blend serve` (`create_app`: keys, limits, caches, metrics) over a
+`RemoteBlender`, which sends every model call to a worker through a DeploymentHandle. Where it runs:
+- `--front local` (the default): in the `blend serve` process (uvicorn), a single HTTP server as without Ray.
+  Only model replicas run on Ray, and a model replica that dies fails no request (below).
+- `--front ray` (and Ray's own `serve run` / config files, `build`): as a deployment, `BlendIngress`, behind
+  Ray Serve's HTTP proxy, so the front scales out too. But an ingress replica that dies takes its in-flight
+  requests with it: the proxy answers each with a bare 500 (it maps RayActorError to 500 and does not retry;
+  `get_http_response_status` in ray/serve/_private/http_util.py), which no code in the replica can change.
+  Every answer is fixed by its seed, so a client may send such a request again.
 
 A worker that dies mid-call (killed, out of memory, node lost) fails only the calls it held; the front sends
 each of them again (same rows, same seeds, so the same images) to a live replica, up to `retries` times, while
 Ray restarts the dead one. If no replica answers in time the client gets 503 with Retry-After, never a bare 500.
-An ingress replica that dies takes its in-flight requests with it: Ray Serve's proxy answers those with its own
-500 (it maps RayActorError to 500 and does not retry), which `--front local` avoids.
+`/readyz` is 200 only while a model replica answers (`RemoteBlender.ready`).
 """
 from __future__ import annotations
 
@@ -121,10 +126,49 @@ class RemoteBlender:
     batches_rows = True  # Engine hands rows straight here: batching happens on the workers (@serve.batch)
 
     def __init__(self, handle, preset: dict, embed_dim: int, retries: int = 3, timeout_s: float = 120.0,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, ready_timeout_s: float = 2.0):
         self.handle, self.preset, self.name, self.embed_dim = handle, preset, preset["name"], int(embed_dim)
         self.retries, self.timeout_s, self.backoff_s = retries, timeout_s, backoff_s
+        self.ready_timeout_s = ready_timeout_s
+        self.last_answer = float("-inf")  # time.monotonic() of the last call a model replica answered
         self.metrics = None  # the app's Metrics, once it is built: retries are counted there
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether a model replica answers: one answered a call in the last `ready_timeout_s`, or answers a
+        cheap `info` call within it. Returns (ready, why not). Blocking, at most about `ready_timeout_s`.
+
+        A busy replica takes the probe after the rows queued before it; any of those answered meanwhile counts,
+        so a saturated but working deployment stays ready.
+        """
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        start = time.monotonic()
+        if start - self.last_answer < self.ready_timeout_s:
+            return True, ""
+        deadline = start + self.ready_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            response = None
+            try:
+                response = self.handle.info.remote()
+                response.result(timeout_s=left)
+                self.last_answer = time.monotonic()
+                return True, ""
+            except TimeoutError:
+                if response is not None:
+                    response.cancel()
+                break
+            except BackPressureError:
+                return False, "the model replicas are at their queue limit"
+            except DeploymentUnavailableError:
+                return False, "the model deployment is unavailable"
+            except _retryable():  # the router still knew a dead replica: ask again while time is left
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            except Exception as e:  # a readiness probe answers, whatever the replica did
+                log.warning("readiness call failed: %s", type(e).__name__)
+                return False, "the model replicas answered with an error"
+        if self.last_answer >= start:
+            return True, ""
+        return False, f"no model replica answered within {self.ready_timeout_s:g} s"
 
     def check_embeddings(self, emb, name: str = "embeddings"):
         return ops.normalize(checks.embeddings(emb, name, dim=self.embed_dim))
@@ -140,8 +184,11 @@ class RemoteBlender:
             if left <= 0:
                 break
             try:
-                return getattr(self.handle, method).remote(*args, **kw).result(timeout_s=left)
+                out = getattr(self.handle, method).remote(*args, **kw).result(timeout_s=left)
+                self.last_answer = time.monotonic()
+                return out
             except RayTaskError as e:  # the worker raised: a bad input stays a ValueError with its own message
+                self.last_answer = time.monotonic()
                 raise (e.cause if isinstance(e.cause, Exception) else RuntimeError(type(e).__name__)) from None
             except BackPressureError as e:
                 raise QueueFull(f"the model replicas are at their queue limit ({e.message})") from e
@@ -179,13 +226,16 @@ class RemoteBlender:
         return [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
 
 
-def front_app(worker, preset: str, embed_dim: int, retries: int = 3, config=None):
-    """The REST API of `blend serve` over the model replicas behind `worker` (a DeploymentHandle)."""
+def front_app(worker, preset: str, embed_dim: int | None = None, retries: int = 3, config=None):
+    """The REST API of `blend serve` over the model replicas behind `worker` (a DeploymentHandle); embed_dim
+    None: asked of a replica (blocking: not on an event loop)."""
     from ..presets import get_preset
     from .api import create_app
     from .config import ServeConfig
 
     cfg = config or ServeConfig.from_env()
+    if embed_dim is None:
+        embed_dim = worker.info.remote().result(timeout_s=cfg.request_timeout_s)["embed_dim"]
     blender = RemoteBlender(worker, get_preset(preset), embed_dim, retries=retries, timeout_s=cfg.request_timeout_s)
     app = create_app(blender, None, cfg)
     blender.metrics = app.state.metrics
@@ -264,16 +314,19 @@ def build(args: dict):
 
 def serve_ray(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
               num_gpus: float = 0.0, num_cpus: float = 1.0, max_replicas: int | None = None,
-              ingress_replicas: int = 1, front: str = "ray", address: str | None = None) -> None:
-    """Start (or join, with `address`) a Ray cluster and deploy. front="ray": Serve's HTTP proxy on host:port
-    in front of the app's own replicas; front="local": this process serves the API (uvicorn) and only the model
-    replicas run on Ray, so any Ray replica may die without failing a request."""
+              ingress_replicas: int = 1, front: str = "local", address: str | None = None) -> None:
+    """Start (or join, with `address`) a Ray cluster and deploy. front="local": this process serves the API
+    (uvicorn) and only the model replicas run on Ray, so any Ray replica may die without failing a request;
+    front="ray": Serve's HTTP proxy on host:port in front of `ingress_replicas` replicas of the API, whose
+    in-flight requests get the proxy's bare 500 when one dies (see the module docstring)."""
     import ray
     from ray import serve
 
     from .config import ServeConfig
     from .run import warn_if_open
 
+    if front == "local" and ingress_replicas != 1:
+        raise ValueError("ingress_replicas: the API runs in this process with front='local'; use front='ray'")
     cfg = ServeConfig.from_env()
     warn_if_open(host, cfg)
     env = {k: v for k, v in os.environ.items() if k.startswith("BLEND_") or k == "PYTHONPATH"}
@@ -289,5 +342,5 @@ def serve_ray(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 
 
     serve.start(http_options={"location": "NoServer"})
     worker = serve.run(app, name=APP_NAME, route_prefix=None)
-    api = front_app(worker, preset, worker.info.remote().result()["embed_dim"], config=cfg)
+    api = front_app(worker, preset, config=cfg)
     uvicorn.run(api, host=host, port=port, timeout_graceful_shutdown=10)
