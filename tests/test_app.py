@@ -492,9 +492,10 @@ def test_browser_canvas_agreement_warning_and_corrupt_upload(page, tmp_path):
     # a good upload is a tile whose picture and sentence agree
     page.locator("#bc-file").set_input_files(str(ROOT / "examples" / "red-circle-on-blue.png"))
     expect(page.locator(".bc-tile .ok")).to_contain_text("agrees · cos")
-    # pushed far along a direction, picture and point part: the tile says so in words, with the cosine
-    page.locator("#bc-pos").fill("large")
-    page.locator("#bc-neg").fill("small")
+    # pushed far along red - blue (towards a red shape on a red background, a scene that cannot be), picture and
+    # sentence part: the tile says so in words, with the cosine
+    page.locator("#bc-pos").fill("red")
+    page.locator("#bc-neg").fill("blue")
     drag_strength(page, 3.0, moves=4)
     page.mouse.up()
     warning = page.locator(".bc-tile:not(.preview) [data-role=warning]")
