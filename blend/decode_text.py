@@ -147,27 +147,92 @@ class PrefixInverter(nn.Module):
     @torch.no_grad()
     def greedy(self, emb: torch.Tensor) -> list[str]:
         """Greedy decoding with a KV cache. emb (N, D) -> N sentences."""
-        n, dev = emb.shape[0], emb.device
         eos = self.tokenizer.eos_token_id
-        inputs = self._start(emb)
-        out, past = [], None
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
-        for _ in range(self.config["max_tokens"]):
-            res = self.lm(inputs_embeds=inputs, past_key_values=past, use_cache=True)
-            past = res.past_key_values
-            nxt = res.logits[:, -1].argmax(-1)  # (N,)
-            nxt = nxt.masked_fill(done, eos)
-            out.append(nxt)
-            done |= nxt == eos
-            if done.all():
-                break
-            inputs = self.lm.transformer.wte(nxt[:, None])
-        ids = torch.stack(out, 1).tolist()
+        decode = gpt2_greedy if plain_gpt2(self.lm) else hf_greedy
+        ids = decode(self.lm, self._start(emb), self.config["max_tokens"], eos).tolist()
         texts = []
         for row in ids:
             row = row[: row.index(eos)] if eos in row else row
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
+
+
+# ---------------------------------------------------------------------------------------- greedy decoding
+# Both take (lm, inputs (N, P, W) embeddings to start from, steps, eos) and return (N, T) token ids, T <= steps,
+# stopping once every row has produced EOS; a finished row is padded with EOS.
+
+@torch.no_grad()
+def hf_greedy(lm, inputs: torch.Tensor, steps: int, eos: int) -> torch.Tensor:
+    """Greedy ids from any `transformers` causal LM, one `lm(...)` call per token with HF's KV cache."""
+    out, past = [], None
+    done = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+    for _ in range(steps):
+        res = lm(inputs_embeds=inputs, past_key_values=past, use_cache=True)
+        past = res.past_key_values
+        nxt = res.logits[:, -1].argmax(-1).masked_fill(done, eos)  # (N,)
+        out.append(nxt)
+        done |= nxt == eos
+        if done.all():
+            break
+        inputs = lm.transformer.wte(nxt[:, None])
+    return torch.stack(out, 1)
+
+
+def plain_gpt2(lm) -> bool:
+    """Whether `gpt2_greedy` computes exactly what `lm`'s own forward does, else `hf_greedy` is used: a
+    GPT2LMHeadModel in eval (no dropout), SDPA attention scaled by 1/sqrt(head_dim), no cross-attention."""
+    from transformers import GPT2LMHeadModel
+
+    c = lm.config
+    return (isinstance(lm, GPT2LMHeadModel) and not lm.training and c._attn_implementation == "sdpa"
+            and c.scale_attn_weights and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
+            and not c.add_cross_attention)
+
+
+@torch.no_grad()
+def gpt2_greedy(lm, inputs: torch.Tensor, steps: int, eos: int) -> torch.Tensor:
+    """Greedy ids from a plain GPT2LMHeadModel (see `plain_gpt2`): the same tokens as `hf_greedy`, written out.
+
+    For a model as small as the shapes-mini inverter, most of a token's time in HF's generic forward goes to
+    per-call work (cache objects, masks, output classes, decorators, module calls), not to the matmuls; this loop
+    runs the same kernels on the model's own weights, in the same order, with keys and values preallocated.
+    """
+    t = lm.transformer
+    n, p, w = inputs.shape
+    heads = lm.config.n_head
+    hs = w // heads
+    kv = inputs.new_empty(len(t.h), 2, n, heads, p + steps - 1, hs)  # (L, key/value, N, nh, T, hs)
+    x = inputs + t.wpe.weight[:p]  # (N, P, W)
+    out, end = [], 0
+    done = torch.zeros(n, dtype=torch.bool, device=inputs.device)
+    for _ in range(steps):
+        q_len = x.shape[1]
+        start, end = end, end + q_len
+        for block, cache in zip(t.h, kv):
+            attn, mlp = block.attn, block.mlp
+            qkv = _conv1d(attn.c_attn, _norm(block.ln_1, x)).view(n, q_len, 3, heads, hs).permute(2, 0, 3, 1, 4)
+            cache[:, :, :, start:end] = qkv[1:]  # (2, N, nh, Q, hs)
+            a = nn.functional.scaled_dot_product_attention(qkv[0], cache[0, :, :, :end], cache[1, :, :, :end],
+                                                           scale=hs ** -0.5, is_causal=q_len > 1)  # (N, nh, Q, hs)
+            x = x + _conv1d(attn.c_proj, a.transpose(1, 2).reshape(n, q_len, w))
+            x = x + _conv1d(mlp.c_proj, mlp.act(_conv1d(mlp.c_fc, _norm(block.ln_2, x))))
+        logits = nn.functional.linear(_norm(t.ln_f, x), lm.lm_head.weight)  # (N, Q, V)
+        nxt = logits[:, -1].argmax(-1).masked_fill(done, eos)  # (N,)
+        out.append(nxt)
+        done |= nxt == eos
+        if done.all():
+            break
+        x = t.wte(nxt[:, None]) + t.wpe.weight[end]  # (N, 1, W)
+    return torch.stack(out, 1)
+
+
+def _conv1d(m, x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's Conv1D (a linear layer whose weight is (in, out)), as its own forward computes it."""
+    return torch.addmm(m.bias, x.view(-1, x.shape[-1]), m.weight).view(*x.shape[:-1], -1)
+
+
+def _norm(m: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
 
 
 # ---------------------------------------------------------------------------------------- rerank, bank, retrieval
