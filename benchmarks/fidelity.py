@@ -62,7 +62,7 @@ def main():
     cfg = b.image_decoder.config
     print(f"\n{b.name} fidelity: {args.n} cases per figure and split (seed {args.seed}), decode seed = row index, "
           f"prior {'off' if cfg.get('prior') is False else 'on' if b.image_decoder.prior else 'none'}, "
-          f"strength {cfg.get('strength', 1.0)} ({args.steps or cfg['steps']} DPM-Solver++ steps, guidance "
+          f"strength {cfg.get('strength', 0.0)} ({args.steps or cfg['steps']} DPM-Solver++ steps, guidance "
           f"{cfg['guidance_scale']}, where strength > 0)")
     print(f"machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} with {args.threads} "
           f"threads; fp32 matmul peak (1024^2) {peak:.1f} GFLOP/s before the run, {peak_after:.1f} after; "
@@ -82,7 +82,7 @@ def main():
         with open(args.json, "w") as fh:
             json.dump({"preset": b.name, "args": vars(args), "matmul_peak_gflops": {"before": peak, "after": peak_after},
                        "decoder": {"steps": args.steps or cfg["steps"], "guidance_scale": cfg["guidance_scale"],
-                                   "strength": cfg.get("strength", 1.0)},
+                                   "strength": cfg.get("strength", 0.0)},
                        **res, "wall_s": wall, "zero_shot": zs, "below_floor": low,
                        "targets": {k: {"target": f.target, "floor": f.floor} for k, f in FIGURES.items()}},
                       fh, indent=2)

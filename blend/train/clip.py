@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
-from .common import Checkpoint, Progress, cosine_lr, seed_everything
+from .common import Checkpoint, Progress, cosine_lr, encode_renders, seed_everything
 
 CLIP_CONFIG = json.loads((Path(__file__).parents[1] / "model_configs" / "shapes-mini.json").read_text())
 # the joint stage trains the text tower beside a small ViT; `clip_image.py` then replaces that image tower
@@ -175,7 +175,7 @@ def arithmetic_retrieval(model, tokenizer, n: int = 60, seed: int = 77, split: s
         for _ in range(n):
             x, x2, _ = _pair(rng, k) if split == "train" else _held_out_pair(rng, k)
             cands = [x2, x] + [world.variant(rng, x2, a) for a in world.ATTRIBUTES for _ in range(2)]
-            emb = F.normalize(model.encode_image(world.to_tensor([world.render(c) for c in [x] + cands])), dim=-1)
+            emb = encode_renders(model, [x] + cands)
             t = F.normalize(model.encode_text(tokenizer([world.phrase(k, getattr(x, k)),
                                                           world.phrase(k, getattr(x2, k))])), dim=-1)
             q = F.normalize(emb[0] - t[0] + t[1], dim=-1)
@@ -204,7 +204,7 @@ def _held_out_pair(rng: random.Random, k: str):
 def near_miss_accuracy(model, tokenizer, n: int = 100, seed: int = 78, split: str = "held-out") -> dict:
     """Share of images whose own caption beats every one-attribute-off caption (held-out scenes)."""
     scenes = world.sample_scenes(n, seed, split=split)
-    img = F.normalize(model.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+    img = encode_renders(model, scenes)
     per = {k: 0 for k in world.ATTRIBUTES}
     allr = 0
     for s, e in zip(scenes, img):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import world
 from .clip import CLIP_CONFIG, build_clip, save_clip
-from .common import Checkpoint, Progress, cosine_lr, seed_everything
+from .common import Checkpoint, Progress, cosine_lr, encode_renders, seed_everything
 
 SCALE = 50.0  # the logit scale of the caption softmax (fixed: the text side is locked)
 
@@ -56,8 +56,7 @@ def probe(model, table: tuple, n_train: int = 2000, n_test: int = 400, seed: int
     where = {c: i for i, c in enumerate(combos)}
     tr = world.sample_scenes(n_train, seed, split="train")
     ho = world.sample_scenes(n_test, seed + 1, split="held-out")
-    enc = lambda sc: torch.cat([F.normalize(model.encode_image(world.to_tensor([world.render(s) for s in sc[i:i + 500]])), dim=-1)
-                                for i in range(0, len(sc), 500)])
+    enc = lambda sc: torch.cat([encode_renders(model, sc[i:i + 500]) for i in range(0, len(sc), 500)])
     e_tr, e_ho = enc(tr), enc(ho)
     own = torch.tensor([where[s.attributes] for s in ho])
     out = {"caption_top1": float(((e_ho @ emb.T).argmax(1) == own).float().mean()),

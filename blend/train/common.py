@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+from .. import world
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -137,3 +140,8 @@ def save_half(module, folder) -> None:
     import copy
 
     copy.deepcopy(module).half().save_pretrained(str(folder))
+
+
+def encode_renders(clip, scenes) -> torch.Tensor:
+    """(B, D) unit CLIP image embeddings of the scenes' renders."""
+    return F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)

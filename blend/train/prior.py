@@ -4,8 +4,9 @@ The prior (`decoders.mini.EmbeddingPrior`) is fitted on cached conditions from t
 (`unclip.conditions`: images, captions, partial descriptions, word and caption arithmetic, analogies, slerps;
 training scenes only), weighted towards word arithmetic, the blends that land furthest from any image: each
 condition's target is the CLIP image embedding of the render of the scene it means, and the loss is the
-cosine distance to it. Measured on the shipped bundle with the draft it fed (benchmarks/fidelity.py --n 200,
-held-out): the large - small direction 0.52 -> 0.92, word arithmetic for size 0.71 -> 0.80 (README).
+cosine distance to it. Measured on the shipped bundle, with the draft that was fitted before it
+(benchmarks/fidelity.py --n 200, held-out): the large - small direction 0.520 -> 0.955, word arithmetic for
+shape 0.475 -> 0.875 and size 0.705 -> 0.950 (models/shapes-mini/README.md).
 """
 from __future__ import annotations
 
@@ -13,24 +14,14 @@ import random
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .. import world
 from ..decoders.mini import EmbeddingPrior
-from .common import save_half, seed_everything
+from .common import encode_renders, save_half, seed_everything
 from .unclip import _clip, condition_dataset, fit
 
 # the decoder's mixture with word arithmetic (the blends furthest from any image) at half of the rows
 PRIOR_KINDS = {"image": 10, "caption": 5, "partial": 10, "word": 50, "caption_arith": 5, "analogy": 5, "mid": 15}
 PRIOR_CONFIG = dict(hidden=1024, layers=3)
-
-
-def image_targets(clip):
-    """scenes -> (B, D) unit CLIP image embeddings of their renders."""
-    @torch.no_grad()
-    def target(scenes) -> torch.Tensor:
-        return F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
-    return target
 
 
 def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -46,7 +37,7 @@ def train_prior(clip_dir: str | Path, out: str | Path, rows: int = 262144, steps
     seed_everything(seed)
     clip, tokenizer = _clip(clip_dir)
     cond, target = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, 0.0,
-                                     image_targets(clip), "prior data", kinds=kinds)
+                                     lambda scenes: encode_renders(clip, scenes), "prior data", kinds=kinds)
     del clip
     prior = EmbeddingPrior(**{**config, "embed_dim": cond.shape[1]})
     return fit(prior, cond, target, cosine_loss, steps, batch, lr, seed, "prior", log,

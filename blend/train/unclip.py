@@ -30,7 +30,7 @@ from .. import world
 from ..decoders.mini import DraftLatents, EmbeddingPrior, LayeredDraft, sample_unclip, unet_condition, unet_input
 from ..ops import slerp
 from .clip import _pair, warm_start
-from .common import Checkpoint, Progress, cosine_lr, save_half, seed_everything
+from .common import Checkpoint, Progress, cosine_lr, encode_renders, save_half, seed_everything
 
 EMBED_DIM = 128
 LATENT_CHANNELS, LATENT_SIZE = 16, 8
@@ -150,7 +150,7 @@ def conditions(clip, tokenizer, rng: random.Random, batch: int, noise: float, dr
             recipes.append(([x, y], t)), targets.append(target)  # a slerp, as users blend two images
     scenes = list({id(s): s for terms, _ in recipes for s in terms if isinstance(s, world.Scene)}.values())
     where = {id(s): i for i, s in enumerate(scenes)}
-    img = F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+    img = encode_renders(clip, scenes)
     strings = sorted({t for terms, _ in recipes for t in terms if isinstance(t, str)})
     txt = dict(zip(strings, F.normalize(clip.encode_text(tokenizer(strings)), dim=-1)))
     def emb(t):
@@ -188,7 +188,7 @@ def evaluate(unet, draft, vae, clip, tokenizer, n: int = 32, seed: int = 777, st
     """Held-out scenes from image and caption embeddings, drawn by the draft alone and redrawn by the UNet at
     `strength`: the share read back with all six attributes right."""
     scenes = world.sample_scenes(n, seed, split="held-out")
-    img = F.normalize(clip.encode_image(world.to_tensor([world.render(s) for s in scenes])), dim=-1)
+    img = encode_renders(clip, scenes)
     txt = F.normalize(clip.encode_text(tokenizer([world.caption(s) for s in scenes])), dim=-1)
     out = {}
 
