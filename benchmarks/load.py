@@ -86,7 +86,7 @@ def main(argv=None):
     p.add_argument("--preset", default="shapes-mini")
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--requests", type=int, default=4, help="per client")
-    p.add_argument("--sequential", type=int, default=12, help="one-at-a-time requests for the baseline")
+    p.add_argument("--sequential", type=int, default=40, help="one-at-a-time requests for the baseline")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--soak", type=float, default=0, help="seconds of continued load, sampling server memory")
     p.add_argument("--threads", type=int, default=2)

@@ -53,16 +53,39 @@ def check_agreement(blender, points: torch.Tensor, images: list, sentences: list
         images: N decoded images; image i was decoded from points[which[i]] (default: which[i] = i).
         sentences: M sentences, one per point.
     """
-    which = list(range(len(images))) if which is None else which
-    if len(which) != len(images):
-        raise ValueError(f"{len(images)} images but {len(which)} point indices")
+    which = _which(images, which)
     if not images:
         return []
     e = blender.encode_images(images)  # (N, D)
+    return _judge(blender, points, e, sentences, blender.decode_texts(e), which)
+
+
+def sentences_and_agreement(blender, points: torch.Tensor, images: list,
+                            which: list[int] | None = None) -> tuple[list[str], list[Agreement]]:
+    """The points' sentences and one Agreement per image, as `decode_texts(points)` and `check_agreement`
+    give them, with the points and the images' embeddings decoded to sentences in one batch (one pass of
+    the sentence decoder instead of two; greedy decoding gives each row the same sentence in any batch)."""
+    which = _which(images, which)
+    if not images:
+        return blender.decode_texts(points), []
+    e = blender.encode_images(images)  # (N, D)
+    texts = blender.decode_texts(torch.cat([points.to(e), e]))
+    sentences, readings = texts[:len(points)], texts[len(points):]
+    return sentences, _judge(blender, points, e, sentences, readings, which)
+
+
+def _which(images: list, which: list[int] | None) -> list[int]:
+    which = list(range(len(images))) if which is None else which
+    if len(which) != len(images):
+        raise ValueError(f"{len(images)} images but {len(which)} point indices")
+    return which
+
+
+def _judge(blender, points: torch.Tensor, e: torch.Tensor, sentences: list[str], readings: list[str],
+           which: list[int]) -> list[Agreement]:
     p = points[which].to(e)  # (N, D)
     said = [j for j in sorted(set(which)) if sentences[j].strip()]  # a point may decode to no words at all
     t = dict(zip(said, blender.encode_texts([sentences[j] for j in said]).to(e))) if said else {}  # j -> (D,)
-    readings = blender.decode_texts(e)
     cos = (e * p).sum(1).tolist()
     tcos = [float(row @ t[j]) if j in t else float("nan") for row, j in zip(e, which)]
     floor = min_cosine(blender)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from . import ops
-from .agreement import Agreement, check_agreement
+from .agreement import Agreement, sentences_and_agreement
 from .directions import Direction, direction_vector
 from .recipe import POINT_OPERATIONS, Recipe, Term
 from .run import base_point, resolve_directions
@@ -102,8 +102,10 @@ def strength_sweep(blender, parent: Recipe | dict, direction: dict, strengths=ST
     v = direction_vector(blender, Direction.from_dict(direction))
     points = torch.stack([ops.apply_directions(base, vecs + [v], fixed + [s]) for s in strengths])  # (S, D)
     images = blender.decode_images(points, seed=r.seed, steps=r.steps)  # one batch, one start noise
-    texts = blender.decode_texts(points)
-    checks = check_agreement(blender, points, images, texts) if agreement else []
+    if agreement:
+        texts, checks = sentences_and_agreement(blender, points, images)
+    else:
+        texts, checks = blender.decode_texts(points), []
     return Sweep(strengths, points, images, texts, checks)
 
 

@@ -144,7 +144,8 @@ def cmd_serve(args):
         from .serve.run import serve
 
         serve(args.preset, host=args.host, port=args.port, device=args.device, ui=not args.no_ui,
-              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+              model_process=False if args.in_process else None, model_threads=args.model_threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=None, help="images decoded together (default 8)")
     sv.add_argument("--batch-wait-ms", type=float, default=None, help="wait to fill a batch (default 10)")
     sv.add_argument("--max-queue", type=int, default=None, help="images waiting; more get 429 (default 256)")
+    sv.add_argument("--in-process", action="store_true",
+                    help="run the model in the server's own process (default: a child process, so that HTTP "
+                         "work and the model do not share one GIL)")
+    sv.add_argument("--model-threads", type=int, default=None, help="torch threads of the model process")
     sv.add_argument("--ray", action="store_true", help="deploy on Ray Serve (pip install 'blend[ray]')")
     sv.add_argument("--replicas", type=int, default=1, help="Ray Serve model replicas (the minimum with --max-replicas)")
     sv.add_argument("--max-replicas", type=int, default=None, help="autoscale the model replicas up to this many")

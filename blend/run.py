@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from . import ops
-from .agreement import Agreement, check_agreement
+from .agreement import Agreement, sentences_and_agreement
 from .directions import direction_vector
 from .images import image_to_data_uri
 from .recipe import Recipe, Term
@@ -172,7 +172,9 @@ def run_recipe(blender, recipe: Recipe | dict, library=None, index=None, example
         images = _decode_rows(blender, points, recipe, progress, 0.1, recipe.k)
         captions = [f"({i},{j})" for i in range(recipe.k) for j in range(recipe.k)]
     progress(0.95, "decoding sentences")
-    texts = blender.decode_texts(points)
+    if agreement:
+        texts, checks = sentences_and_agreement(blender, points, images, which)
+    else:
+        texts, checks = blender.decode_texts(points), []
     nearest = index.nearest(points[0]) if index is not None and op in ("mix", "directions") and len(points) == 1 else []
-    checks = check_agreement(blender, points, images, texts, which) if agreement else []
     return Result(recipe, points, texts, images, captions, nearest, warnings, checks)

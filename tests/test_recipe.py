@@ -414,3 +414,23 @@ def test_every_picture_of_every_workspace_can_be_a_tile(blender):
     assert [t["link"] for t in tiles] == [None, 0, 1] and tiles[1]["arrow"] == "t=0.50"
     assert tiles[2]["mark"] == "end" and tiles[2]["text"] == results[0].texts[2]
     assert tiles[0]["image"].startswith(DATA_URI) and tiles[0]["agreement"]["cosine"] is not None
+
+
+def test_sentences_and_agreement_in_one_pass_equal_the_two_calls(blender):
+    """Decoding the points' sentences and the pictures' readings in one batch changes no sentence and no check,
+    over 24 points (captions, partial descriptions, word arithmetic) with their decoded pictures."""
+    from blend import ops
+    from blend.agreement import check_agreement, sentences_and_agreement
+
+    scenes = world.sample_scenes(8, seed=21)
+    caps = blender.encode_texts([world.caption(s) for s in scenes])
+    parts = blender.encode_texts([f"a {s.color} {s.shape}" for s in scenes])
+    arith = ops.normalize(caps - blender.encode_texts(["circle"]) + blender.encode_texts(["star"]))
+    points = torch.cat([caps, parts, arith])
+    images = blender.decode_images(points, seed=list(range(len(points))))
+    which = list(range(len(points)))
+    sentences, checks = sentences_and_agreement(blender, points, images, which)
+    alone = blender.decode_texts(points)
+    assert sentences == alone
+    assert [c.to_dict() for c in checks] == [c.to_dict() for c in check_agreement(blender, points, images, alone, which)]
+    assert sum(c.ok for c in checks) >= 12  # and the check still passes the pictures that show their point

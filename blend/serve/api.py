@@ -12,15 +12,20 @@ import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+import torch
 
 from .. import checks, store, tempfiles
 from ..directions import DirectionLibrary, blend_home, default_directions
-from ..recipe import Recipe, image_to_data_uri, run_recipe
+from ..images import DATA_URI, png_bytes
+from ..recipe import Recipe, Term, image_to_data_uri, run_recipe
 from . import auth
 from .batcher import QueueFull, Unavailable
 from .config import ServeConfig
@@ -79,12 +84,64 @@ class _TooLarge(Exception):
     pass
 
 
+class Gate:
+    """ASGI middleware in front of the routes: the caller's user (API key) or session on /v1, 401 for a wrong
+    key, the X-Session-Id header for a new session, and request metrics. Plain ASGI rather than
+    `@app.middleware("http")`, whose per-request wrapping cost more than a shapes-mini decode."""
+
+    def __init__(self, app, keys: dict, metrics: Metrics, ui: bool):
+        self.app, self.keys, self.metrics, self.ui = app, keys, metrics, ui
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+        state = scope.setdefault("state", {})
+        state["user"], session = None, None
+        if scope["path"].startswith("/v1"):
+            headers = Headers(scope=scope)
+            if self.keys:
+                user = auth.user_for_key(self.keys, auth.presented_key(headers))
+                if user is None:
+                    self._count(scope, 401, start)
+                    return await _error(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                        {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                state["user"] = "user:" + user
+            else:
+                sid, new = auth.session_for(headers)
+                state["user"], state["session"] = "session:" + sid, sid
+                session = sid if new else None
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                if session is not None:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"x-session-id", session.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self._count(scope, status[0], start)
+
+    def _count(self, scope, status: int, start: float) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or ("/ui" if self.ui else "other")
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
 def _png_uri(im) -> str:
+    if isinstance(im, Image.Image) and im.mode == "RGB" and max(im.size) <= 4096:  # a decoded picture: as it is
+        return DATA_URI + base64.b64encode(png_bytes(im)).decode("ascii")
     return image_to_data_uri(im, max_side=4096)
 
 
 def _rows(t) -> list[list[float]]:
-    return [[round(x, 6) for x in r] for r in t.reshape(-1, t.shape[-1]).tolist()]
+    """(..., D) -> rows of floats rounded to 6 places (numpy's rounding: Python's, a row at a time, cost more
+    than a shapes-mini decode)."""
+    return np.round(t.detach().reshape(-1, t.shape[-1]).double().cpu().numpy(), 6).tolist()
 
 
 def create_app(blender, demo=None, config: ServeConfig | None = None, home: str | Path | None = None,
@@ -135,32 +192,10 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
 
     async def run(recipe: dict, request: Request):
         lib = await run_in_threadpool(library, request)
-        return await run_in_threadpool(run_recipe, engine, Recipe.from_dict(recipe), lib)
+        with engine.working():
+            return await run_in_threadpool(run_recipe, engine, Recipe.from_dict(recipe), lib)
 
     # ------------------------------------------------------------------ middleware and errors
-    @app.middleware("http")
-    async def gate(request: Request, call_next):
-        start, path = time.perf_counter(), request.url.path
-        request.state.user, new_session = None, False
-        if path.startswith("/v1"):
-            if keys:
-                user = auth.user_for_key(keys, auth.presented_key(request.headers))
-                if user is None:
-                    return _error(401, "missing or wrong API key: send Authorization: Bearer KEY",
-                                  {"WWW-Authenticate": "Bearer"})
-                request.state.user = "user:" + user
-            else:
-                sid, new_session = auth.session_for(request.headers)
-                request.state.user, request.state.session = "session:" + sid, sid
-        response = await call_next(request)
-        if new_session:
-            response.headers["X-Session-Id"] = request.state.session
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", None) or ("/ui" if demo is not None else "other")
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
-
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
         return _error(e.status_code, str(e.detail), getattr(e, "headers", None))
@@ -222,14 +257,13 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
         """Embed images and texts (in order) into the blend space -> (N, D) unit rows."""
         check_terms(body.terms)
         rows = []
-        for t in body.terms:
-            if t.kind == "text":
-                rows.append(await run_in_threadpool(engine.encode_texts, [t.value]))
-            else:
-                from ..recipe import Term
-                img = await run_in_threadpool(Term(t.kind, t.value).load_image)
-                rows.append(await run_in_threadpool(engine.encode_images, [img]))
-        import torch
+        with engine.working():
+            for t in body.terms:
+                if t.kind == "text":
+                    rows.append(await run_in_threadpool(engine.encode_texts, [t.value]))
+                else:
+                    img = await run_in_threadpool(Term(t.kind, t.value).load_image)
+                    rows.append(await run_in_threadpool(engine.encode_images, [img]))
         return {"embeddings": _rows(torch.cat(rows)), "dim": blender.embed_dim}
 
     @api.post("/mix", response_model=MixOut, responses={200: {"content": {"image/png": {}}}})
@@ -249,8 +283,9 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
             result.images[0].save(buf, format="PNG")
             return Response(buf.getvalue(), media_type="image/png",
                             headers={"X-Blend-Text": result.texts[0].encode("ascii", "replace").decode()})
+        rows = _rows(result.points)
         return {"images": [_png_uri(im) for im in result.images], "texts": result.texts,
-                "embeddings": _rows(result.points), "embedding": _rows(result.points)[0],
+                "embeddings": rows, "embedding": rows[0],
                 "recipe": result.recipe.to_dict(), "warnings": result.warnings}
 
     @api.post("/decode", response_model=Images)
@@ -258,8 +293,9 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
         """Embeddings of this preset's space -> one image and one sentence per row."""
         steps_ok(body.steps)
         emb = checks.embeddings(body.embeddings, "embeddings", dim=blender.embed_dim, max_rows=cfg.max_rows)
-        images = await run_in_threadpool(engine.decode_images, emb, body.seed, body.steps)
-        texts = await run_in_threadpool(engine.decode_texts, emb)
+        with engine.working():
+            images = await run_in_threadpool(engine.decode_images, emb, body.seed, body.steps)
+            texts = await run_in_threadpool(engine.decode_texts, emb)
         return {"images": [_png_uri(im) for im in images], "texts": texts, "embeddings": _rows(engine.check_embeddings(emb))}
 
     @api.post("/path", response_model=Images)
@@ -297,7 +333,8 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
             for j, s in enumerate(p):
                 checks.text(s, f"pairs[{i}][{j}]", cfg.max_text_chars)
         lib = await run_in_threadpool(library, request)
-        d = await run_in_threadpool(lib.add, body.model_dump(), engine)
+        with engine.working():
+            d = await run_in_threadpool(lib.add, body.model_dump(), engine)
         return _direction_out(d)
 
     @api.patch("/directions/{name}", response_model=DirectionOut)
@@ -321,6 +358,7 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
                 "presets": [{"name": n, "description": s.get("description", "")} for n, s in sorted(scan().items())]}
 
     app.include_router(api)
+    app.add_middleware(Gate, keys=keys, metrics=metrics, ui=demo is not None)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     if demo is not None:
         import gradio as gr

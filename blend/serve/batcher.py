@@ -1,8 +1,15 @@
-"""Batch decode work from concurrent requests: one worker thread, bounded queue, bounded batch size and wait.
+"""Batch the model work of concurrent requests: one worker thread, bounded queue, bounded batch size and wait.
 
-Each submitted row carries its own seed, and the mini decoder draws each row's start noise from its own seed,
-so a row decodes to the same image whatever else shares its batch. Rows batch only with rows of the same
-sampler settings (steps, options).
+Four kinds of work queue here, one row each: decoding an embedding to an image ("image", with its own seed),
+decoding an embedding to a sentence ("text"), and encoding an image or a text ("encode_image",
+"encode_text"). Rows batch only with rows of the same kind and settings (steps, options). One thread makes
+every model call, so a local model needs no lock, and no row's output depends on its batch: the mini decoder
+draws each row's start noise from the row's own seed, greedy sentence decoding is row by row the same in a
+batch, and encoders see each row alone.
+
+The batcher waits up to `wait_ms` for a batch to fill, but only while some request that could still add a
+row is running: when every request in flight (`Batcher.working`) is already waiting on queued rows, waiting
+longer cannot fill the batch, so a lone request never pays the wait.
 """
 from __future__ import annotations
 
@@ -10,10 +17,10 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-
 
 class QueueFull(Exception):
     """The decode queue is at its limit: answer 429 with Retry-After."""
@@ -25,96 +32,194 @@ class Unavailable(Exception):
 
 @dataclass
 class _Job:
-    emb: torch.Tensor  # (D,)
-    seed: int
-    key: tuple  # rows batch together only when their keys are equal
+    item: object  # a (D,) row, a PIL image or a text
+    seed: int | None
+    key: tuple  # (kind, steps, options): rows batch together only when their keys are equal
     options: dict
     future: Future = field(default_factory=Future)
 
 
-class DecodeBatcher:
+# the kinds of work each worker thread takes: one thread per model, so no model is ever called from two
+# threads at once, while the image decoder, the sentence decoder and the CLIP encoders run side by side
+LANES = {"image": "model", "text": "model", "encode_image": "model", "encode_text": "model"}
+
+
+class Batcher:
     def __init__(self, blender, max_batch: int = 8, wait_ms: float = 10.0, max_queue: int = 256, metrics=None):
         self.blender, self.max_batch, self.wait = blender, max(1, int(max_batch)), max(0.0, wait_ms) / 1000
         self.max_queue, self.metrics = max_queue, metrics
-        self._q: queue.Queue[_Job] = queue.Queue()
-        self._held: list[_Job] = []  # taken from the queue but of another key than the batch being filled
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="blend-decode-batcher", daemon=True)
-        self._thread.start()
+        self._count = threading.Lock()
+        self._working = 0  # requests in flight (inside `working()`)
+        self._waiting = 0  # blocking calls waiting on their rows
         self.batches = 0
+        self.on_encoded = None  # called with (images, (N, D) embeddings) where the model gives both at once
+        self._lanes = {name: _Lane(self, name) for name in sorted(set(LANES.values()))}
 
     @property
     def depth(self) -> int:
-        return self._q.qsize() + len(self._held)
+        """Rows waiting for a model, all kinds together."""
+        return sum(lane.depth for lane in self._lanes.values())
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
+        return all(lane.thread.is_alive() for lane in self._lanes.values()) and not self._stop.is_set()
 
-    def submit(self, emb: torch.Tensor, seeds: list[int], steps: int | None = None, **options) -> list[Future]:
-        """Queue N rows (N, D) with N seeds; returns one Future per row, each resolving to a PIL image."""
-        if self.depth + len(emb) > self.max_queue:
-            raise QueueFull(f"{self.depth} images are waiting to be decoded (the limit is {self.max_queue})")
-        key = (steps, tuple(sorted(options.items())))
-        jobs = [_Job(row, int(s), key, {"steps": steps, **options}) for row, s in zip(emb, seeds)]
+    @contextmanager
+    def working(self):
+        """Mark one request in flight for its whole run, so the workers know whether more rows may come."""
+        self._add("_working", 1)
+        try:
+            yield
+        finally:
+            self._add("_working", -1)
+
+    def _add(self, name: str, k: int) -> None:
+        with self._count:
+            setattr(self, name, getattr(self, name) + k)
+
+    def submit(self, kind: str, items, seeds=None, steps: int | None = None, **options) -> list[Future]:
+        """Queue N rows of one kind (embeddings (N, D), PIL images or texts), N seeds for kind "image";
+        returns one Future per row: a PIL image, a sentence, or a (D,) embedding."""
+        if kind not in LANES:
+            raise ValueError(f"kind: one of {', '.join(LANES)}, got {kind!r}")
+        items = list(items)
+        if self.depth + len(items) > self.max_queue:
+            raise QueueFull(f"{self.depth} rows are waiting for the model (the limit is {self.max_queue})")
+        seeds = [None] * len(items) if seeds is None else [int(s) for s in seeds]
+        key = (kind, steps, tuple(sorted(options.items())))
+        opts = {"steps": steps, **options} if kind == "image" else options
+        jobs = [_Job(x, s, key, opts) for x, s in zip(items, seeds)]
+        lane = self._lanes[LANES[kind]]
         for j in jobs:
-            self._q.put(j)
+            lane.q.put(j)
         self._gauge()
         return [j.future for j in jobs]
 
+    def run(self, kind: str, items, seeds=None, steps: int | None = None, timeout: float | None = None,
+            **options) -> list:
+        """Blocking: submit and wait for every row."""
+        self._add("_waiting", 1)  # before the rows are queued, so the worker never waits for this caller
+        try:
+            futures = self.submit(kind, items, seeds, steps, **options)
+            return [f.result(timeout=timeout) for f in futures]
+        finally:
+            self._add("_waiting", -1)
+
     def decode(self, emb: torch.Tensor, seeds: list[int], steps: int | None = None, timeout: float | None = None,
                **options) -> list:
-        """Blocking: submit and wait for every row."""
-        futures = self.submit(emb, seeds, steps, **options)
-        return [f.result(timeout=timeout) for f in futures]
+        """Blocking: decode (N, D) rows with N seeds to N PIL images."""
+        return self.run("image", emb, seeds, steps, timeout, **options)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for lane in self._lanes.values():
+            lane.thread.join(timeout=5)
 
-    # ------------------------------------------------------------------ worker
-    def _take(self, timeout: float | None) -> _Job | None:
-        if self._held:
-            return self._held.pop(0)
+    def more_may_come(self) -> bool:
+        """Whether a request in flight is not yet waiting on its rows (so it may add one within the wait).
+        Unknown (nobody marks requests, as with direct use of the batcher): assume so."""
+        return self._working == 0 or self._waiting < self._working
+
+    def call(self, batch: list[_Job]) -> list:
+        """The model call for one batch of one key -> one output per row."""
+        kind, b = batch[0].key[0], self.blender
+        if kind == "image":
+            emb, seeds = torch.stack([j.item for j in batch]), [j.seed for j in batch]
+            if self.on_encoded is not None and hasattr(b, "decode_and_encode"):
+                images, embedded = b.decode_and_encode(emb, seed=seeds, **batch[0].options)
+                self.on_encoded(images, embedded)
+                return images
+            return b.decode_images(emb, seed=seeds, **batch[0].options)
+        if kind == "text":
+            return b.decode_texts(torch.stack([j.item for j in batch]))
+        if kind == "encode_image":
+            return list(b.encode_images([j.item for j in batch]))
+        return list(b.encode_texts([j.item for j in batch], **batch[0].options))
+
+    def done(self, batch: list[_Job], seconds: float) -> None:
+        self.batches += 1
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(batch[0].key[0]).observe(len(batch))
+            self.metrics.model_seconds.labels(batch[0].key[0]).inc(seconds)
+        self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self.depth)
+
+
+class _Lane:
+    """One worker thread and its queue: takes a row, fills a batch of rows with the same key (up to
+    max_batch; waiting up to the batcher's wait only while no other work is ready and more may come), calls
+    the model, answers each row."""
+
+    def __init__(self, batcher: Batcher, name: str):
+        self.b = batcher
+        self.q: queue.Queue[_Job] = queue.Queue()
+        self.held: list[_Job] = []  # taken from the queue but of another key than the batch being filled
+        self.thread = threading.Thread(target=self._run, name=f"blend-model-{name}", daemon=True)
+        self.thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self.q.qsize() + len(self.held)
+
+    def _take(self, timeout: float) -> _Job | None:
+        if self.held:
+            return self.held.pop(0)
         try:
-            return self._q.get(timeout=timeout)
+            return self.q.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        b = self.b
+        while not b._stop.is_set():
             first = self._take(0.2)
             if first is None:
                 continue
-            batch, deadline, others = [first], time.monotonic() + self.wait, []
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
+            batch, deadline, others = [first], time.monotonic() + b.wait, []
+            for j in list(self.held):  # rows held back from earlier batches come first
+                if len(batch) < b.max_batch and j.key == first.key:
+                    batch.append(j)
+                    self.held.remove(j)
+            while len(batch) < b.max_batch:
+                # wait for more rows only while nothing else is ready and some request may still send one
+                wait = deadline - time.monotonic() > 0 and not (others or self.held) and b.more_may_come()
                 try:
-                    job = self._q.get(timeout=max(left, 0)) if left > 0 else self._q.get_nowait()
+                    job = self.q.get(timeout=0.002) if wait else self.q.get_nowait()
                 except queue.Empty:
-                    break
+                    if not wait:
+                        break
+                    continue
                 (batch if job.key == first.key else others).append(job)
-            self._held = others + self._held
-            self._gauge()
+            self.held = others + self.held
             self._decode(batch)
 
     def _decode(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not batch:
             return
+        t = time.perf_counter()
         try:
-            emb = torch.stack([j.emb for j in batch])  # (B, D)
-            images = self.blender.decode_images(emb, seed=[j.seed for j in batch], **batch[0].options)
-            for j, im in zip(batch, images):
-                j.future.set_result(im)
-        except BaseException as e:  # every waiting request hears about it; the worker lives on
-            for j in batch:
-                if not j.future.done():
-                    j.future.set_exception(e)
-        self.batches += 1
-        if self.metrics is not None:
-            self.metrics.batch_size.observe(len(batch))
+            for j, out in zip(batch, self.b.call(batch)):
+                j.future.set_result(out)
+        except BaseException as e:
+            if len(batch) > 1:  # one bad row must not fail the others' requests: each row again, alone
+                for j in batch:
+                    self._alone(j)
+            else:
+                batch[0].future.set_exception(e)
+        self.b.done(batch, time.perf_counter() - t)
 
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.queue_depth.set(self.depth)
+    def _alone(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        try:
+            job.future.set_result(self.b.call([job])[0])
+        except BaseException as e:  # this request hears about it; the worker lives on
+            job.future.set_exception(e)
+
+
+DecodeBatcher = Batcher  # the name before it batched sentences and encodings too

@@ -15,20 +15,26 @@ class LRU:
     def __len__(self) -> int:
         return len(self._data)
 
-    def get_or_make(self, key: Hashable, make: Callable[[], object]):
-        """The cached value for `key`, else make() (outside the lock), stored, evicting the least recently used."""
+    def get(self, key: Hashable):
+        """The cached value for `key` (now the most recently used), or None; counted as a hit or a miss."""
         with self._lock:
-            if key in self._data:
+            value = self._data.get(key)
+            if value is not None:
                 self._data.move_to_end(key)
-                if self.on_lookup:
-                    self.on_lookup(True)
-                return self._data[key]
         if self.on_lookup:
-            self.on_lookup(False)
-        value = make()
+            self.on_lookup(value is not None)
+        return value
+
+    def put(self, key: Hashable, value):
+        """Store `value` (not None), evicting the least recently used; returns it."""
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.max_items:
                 self._data.popitem(last=False)
         return value
+
+    def get_or_make(self, key: Hashable, make: Callable[[], object]):
+        """The cached value for `key`, else make() (outside the lock), stored."""
+        value = self.get(key)
+        return self.put(key, make()) if value is None else value

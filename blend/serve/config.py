@@ -22,7 +22,9 @@ class ServeConfig:
     max_user_directions: int = 200  # saved directions per user
     max_queue: int = 256  # decode rows waiting; more gets 429 with Retry-After
     max_batch: int = 8  # rows decoded together
-    batch_wait_ms: float = 10.0  # how long the batcher waits to fill a batch
+    batch_wait_ms: float = 10.0  # how long the batcher waits to fill a batch (only while more rows may come)
+    model_process: bool = False  # run the model in a child process (`blend serve` turns it on)
+    model_threads: int = 0  # torch threads in that child (0: torch's default)
     request_timeout_s: float = 120.0  # per request; past it, 503 with Retry-After
     cache_items: int = 4096  # cached embeddings (texts, text lists, images by content hash)
     keys: str = ""  # API keys: "key" or "user:key", comma-separated (BLEND_API_KEYS)
@@ -36,6 +38,14 @@ class ServeConfig:
         for f in fields(cls):
             env = os.environ.get("BLEND_" + f.name.upper())
             if env is not None:
-                values[f.name] = {"int": int, "float": float}.get(f.type, str)(env)
+                values[f.name] = {"int": int, "float": float, "bool": _flag}.get(f.type, str)(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _flag(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"a BLEND_ flag is one of 1/0, true/false, yes/no, on/off; got {text!r}")

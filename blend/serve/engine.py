@@ -1,4 +1,4 @@
-"""A Blender behind the service: cached encoders, batched image decoding, serialised model calls.
+"""A Blender behind the service: cached encoders, and every model call batched across requests.
 
 It has the calls `run_recipe` and `direction_vector` use (name, preset, embed_dim, encode_*, decode_*), so
 recipes run unchanged on it.
@@ -12,39 +12,66 @@ from contextlib import nullcontext
 import torch
 
 from .. import checks
-from .batcher import DecodeBatcher
+from .batcher import Batcher
 from .cache import LRU
+from .worker import ModelProcess
 
 
 class Engine:
     def __init__(self, blender, config, metrics=None):
         self.blender, self.config = blender, config
         self.name, self.preset, self.embed_dim = blender.name, blender.preset, blender.embed_dim
-        self.batcher = DecodeBatcher(blender, config.max_batch, config.batch_wait_ms, config.max_queue, metrics)
-        self.cache = LRU(config.cache_items, metrics.cache_lookup if metrics else None)
-        # a remote blender (Ray workers) batches rows itself and takes calls in parallel; a local one takes turns:
-        # encoder and text decoder one call at a time (the UNet has the batcher's thread)
+        # a remote blender (Ray workers) batches rows itself and takes calls in parallel; a local one hands every
+        # model call to the batcher's one thread, where rows of concurrent requests share a batch, and with
+        # `model_process` that thread hands them on to a child process (HTTP work and the model share no GIL)
         self.remote = getattr(blender, "batches_rows", False)
-        self._lock = nullcontext() if self.remote else threading.Lock()
+        self.process = ModelProcess(blender, config.model_threads or None) if (
+            config.model_process and not self.remote) else None
+        self.batcher = Batcher(self.process or blender, config.max_batch, config.batch_wait_ms, config.max_queue,
+                               metrics)
+        self.cache = LRU(config.cache_items, metrics.cache_lookup if metrics else None)
+        self.batcher.on_encoded = self._remember
 
-    def _locked(self, fn, *args, **kw):
-        with self._lock:
-            return fn(*args, **kw)
+    def working(self):
+        """`with engine.working():` around one request's model work, so the batcher waits for more rows only
+        while some request in flight could still send one."""
+        return nullcontext() if self.remote else self.batcher.working()
+
+    def _model(self, kind: str, items, **options) -> list:
+        if self.remote:
+            raise AssertionError("a remote blender is called directly")
+        return self.batcher.run(kind, items, timeout=self.config.request_timeout_s, **options)
 
     def encode_texts(self, texts, raw: bool = False) -> torch.Tensor:
         texts = checks.texts(texts, max_chars=self.config.max_text_chars)
-        return self.cache.get_or_make(("texts", tuple(texts), raw),
-                                      lambda: self._locked(self.blender.encode_texts, texts, raw=raw)).clone()
+
+        def make():
+            if self.remote:
+                return self.blender.encode_texts(texts, raw=raw)
+            return torch.stack(self._model("encode_text", texts, raw=raw))
+        return self.cache.get_or_make(("texts", tuple(texts), raw), make).clone()
 
     def encode_images(self, images) -> torch.Tensor:
+        """Images -> (N, D); each is looked up by content hash, and the ones not cached are encoded together."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        rows = []
-        for i, im in enumerate(images):
-            pil = checks.image(im, f"images[{i}]", self.config.max_image_pixels, self.config.max_image_bytes)
-            key = ("image", hashlib.sha256(pil.tobytes() + repr(pil.size).encode()).hexdigest())
-            rows.append(self.cache.get_or_make(key, lambda p=pil: self._locked(self.blender.encode_images, [p])))
+        pils = [checks.image(im, f"images[{i}]", self.config.max_image_pixels, self.config.max_image_bytes)
+                for i, im in enumerate(images)]
+        keys = [_image_key(p) for p in pils]
+        rows = [self.cache.get(k) for k in keys]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            todo = [pils[i] for i in missing]
+            made = (list(self.blender.encode_images(todo)) if self.remote else self._model("encode_image", todo))
+            for i, row in zip(missing, made):
+                rows[i] = self.cache.put(keys[i], row.reshape(1, -1))
         return torch.cat(rows).clone()
+
+    def _remember(self, images: list, embedded: torch.Tensor) -> None:
+        """Decoded pictures' embeddings, made beside them by the model process: the agreement check's
+        encoding of those pictures then finds them cached."""
+        for im, row in zip(images, embedded):
+            self.cache.put(_image_key(im), row.reshape(1, -1))
 
     def check_embeddings(self, emb, name: str = "embeddings") -> torch.Tensor:
         return self.blender.check_embeddings(emb, name)
@@ -60,7 +87,8 @@ class Engine:
         return self.batcher.decode(emb, seeds, steps, timeout=self.config.request_timeout_s, **options)
 
     def decode_texts(self, emb) -> list[str]:
-        return self._locked(self.blender.decode_texts, emb)
+        emb = self.check_embeddings(emb)
+        return self.blender.decode_texts(emb) if self.remote else self._model("text", emb)
 
     def ready(self) -> tuple[bool, str]:
         """Whether work can start now: the model answers (a remote blender's own check) and the queue has room.
@@ -69,9 +97,18 @@ class Engine:
             return self.blender.ready()
         if not self.batcher.alive:
             return False, "the decoder thread has stopped"
+        if self.process is not None and not self.process.alive():
+            threading.Thread(target=self.process.ensure, name="blend-model-restart", daemon=True).start()
+            return False, "the model process stopped; a new one is starting"
         if self.batcher.depth >= self.config.max_queue:
             return False, f"the decode queue is full ({self.batcher.depth} images waiting)"
         return True, ""
 
     def close(self) -> None:
         self.batcher.close()
+        if self.process is not None:
+            self.process.close()
+
+
+def _image_key(pil) -> tuple:
+    return ("image", hashlib.sha256(pil.tobytes() + repr(pil.size).encode()).hexdigest())

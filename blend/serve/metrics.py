@@ -12,9 +12,12 @@ class Metrics:
         self.requests = Counter("blend_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
         self.latency = Histogram("blend_request_seconds", "time to answer a request", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("blend_decode_batch_size", "images decoded together",
+        self.batch_size = Histogram("blend_decode_batch_size", "rows the model took together, by kind of work "
+                                    "(image, text, encode_image, encode_text)", ["kind"],
                                     buckets=tuple(range(1, max(2, max_batch) + 1)), registry=r)
-        self.queue_depth = Gauge("blend_decode_queue_depth", "images waiting to be decoded", registry=r)
+        self.model_seconds = Counter("blend_model_seconds", "time the model worker spent on batches, by kind "
+                                     "(its rate is the worker's utilisation)", ["kind"], registry=r)
+        self.queue_depth = Gauge("blend_decode_queue_depth", "rows waiting for the model", registry=r)
         self.cache = Counter("blend_cache_lookups", "embedding cache lookups", ["result"], registry=r)
         self.retries = Counter("blend_replica_retries", "model calls sent again after a replica was lost",
                                registry=r)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def serve(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 7860
     from .api import create_app
 
     logging.basicConfig(level=logging.INFO)
+    if overrides.get("model_process") is None and "BLEND_MODEL_PROCESS" not in os.environ:
+        overrides["model_process"] = True  # served: the model in its own process (--in-process: not)
     cfg = ServeConfig.from_env(**overrides)
     warn_if_open(host, cfg)
     blender = blend.load(preset, device=device)

@@ -1,0 +1,193 @@
+"""The model in a child process, so that the server's HTTP work and the model never share one GIL.
+
+In one process, every small torch call of the sentence decoder gives up the GIL and then waits for it again
+while the event loop parses and answers requests: under load on 2 CPU cores a batch of 25 sentences took
+75 ms against 30 ms alone (benchmarks/load.py). `ModelProcess` loads the same preset in a child process and
+answers the batcher's four calls (decode_images, decode_texts, encode_images, encode_texts) there, one batch
+per round trip over a pipe. Tensors cross as numpy arrays (plain pickles, no shared-memory handles), PIL
+images and strings as themselves.
+
+If the child dies, the batch in flight fails with `Unavailable` (503 with Retry-After) and the next call
+starts a new child; `ready()` says so meanwhile. A ValueError in the child comes back as a ValueError.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batcher import Unavailable
+
+CALLS = ("decode_images", "decode_texts", "encode_images", "encode_texts", "decode_and_encode")
+
+
+@dataclass
+class _Array:
+    """A tensor on the wire: its numpy array (a plain pickle, not torch's shared-memory handle)."""
+    array: np.ndarray
+
+
+def _to_wire(x):
+    if isinstance(x, torch.Tensor):
+        return _Array(x.detach().cpu().numpy())
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_wire(v) for v in x)
+    return x
+
+
+def _from_wire(x):
+    if isinstance(x, _Array):
+        return torch.from_numpy(x.array)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_from_wire(v) for v in x)
+    return x
+
+
+def _child(conn, preset: dict, device: str, threads: int | None) -> None:
+    """The child's loop: load the preset, then answer (call, args, kwargs) until None or a closed pipe."""
+    if threads:
+        torch.set_num_threads(threads)
+    from ..blender import Blender
+
+    try:
+        b = Blender(preset, device=device)
+        b.image_decoder, b.text_decoder  # noqa: B018 - load both now, not on the first request
+    except Exception as e:  # noqa: BLE001 - the parent reports it
+        conn.send(("error", ("RuntimeError", f"the model process could not load {preset.get('name')!r}: {e}")))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        call, args, kwargs = msg
+        try:
+            if call not in CALLS:
+                raise ValueError(f"call: one of {', '.join(CALLS)}, got {call!r}")
+            if call == "decode_and_encode":  # the pictures and their embeddings, for the agreement check
+                images = b.decode_images(*_from_wire(args), **kwargs)
+                out = (images, b.encode_images(images))
+            else:
+                out = getattr(b, call)(*_from_wire(args), **kwargs)
+            conn.send(("ok", _to_wire(out)))
+        except Exception as e:  # noqa: BLE001 - the caller's request hears about it; the child lives on
+            conn.send(("error", (type(e).__name__, str(e))))
+
+
+class ModelProcess:
+    """A Blender's model calls, made in a child process that loaded the same preset (see the module docstring).
+
+    Args:
+        blender: the serving process's Blender (its preset and device are what the child loads).
+        threads: torch threads in the child (default: torch's default there).
+        start_timeout: seconds to wait for the child to load.
+    """
+
+    def __init__(self, blender, threads: int | None = None, start_timeout: float = 600.0):
+        self.preset, self.device = blender.preset, str(blender.device)
+        # on the CPU, one core is left to the server's HTTP work (measured on 2 cores: a 2-thread model
+        # process gave 87 req/s against 97-144 with one, benchmarks/load.py)
+        if threads is None and self.device == "cpu":
+            threads = max(1, (os.cpu_count() or 2) - 1)
+        self.threads, self.start_timeout = threads, start_timeout
+        self._ctx = mp.get_context("spawn")  # no fork of a process that holds torch's threads
+        self._lock = threading.Lock()  # one round trip at a time
+        self._proc = self._conn = None
+        self.starts = 0
+        with self._lock:
+            self._start()
+
+    # ------------------------------------------------------------------ the child
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_child, args=(child, self.preset, self.device, self.threads),
+                                 name="blend-model", daemon=True)
+        proc.start()
+        child.close()
+        if not parent.poll(self.start_timeout):
+            proc.kill()
+            raise Unavailable(f"the model process did not load in {self.start_timeout:g} s")
+        try:
+            status, value = parent.recv()
+        except (EOFError, OSError):
+            status, value = "error", ("RuntimeError", "the model process stopped while loading")
+        if status != "ready":
+            proc.join(5)
+            raise RuntimeError(value[1])
+        self._proc, self._conn = proc, parent
+        self.starts += 1
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def ensure(self) -> None:
+        """Start a new child if the last one died (blocking; the next call would do it too)."""
+        with self._lock:
+            if not self.alive():
+                self._lost()
+                self._start()
+
+    def _call(self, call: str, *args, **kwargs):
+        with self._lock:
+            if not self.alive():
+                self._lost()
+                self._start()  # a new child for this call (the batch that met the dead one got a 503)
+            try:
+                self._conn.send((call, _to_wire(args), kwargs))
+                status, value = self._conn.recv()
+            except (EOFError, OSError) as e:
+                self._lost()
+                raise Unavailable("the model process stopped; a new one starts with the next request") from e
+        if status == "error":
+            kind, message = value
+            raise (ValueError if kind == "ValueError" else RuntimeError)(message)
+        return _from_wire(value)
+
+    def _lost(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(1)
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+            if self._proc is not None:
+                self._proc.join(5)
+                if self._proc.is_alive():
+                    self._proc.kill()
+            self._lost()
+
+    # ------------------------------------------------------------------ what the batcher calls
+    def decode_images(self, emb, seed=0, steps=None, **options) -> list:
+        return self._call("decode_images", emb, seed=seed, steps=steps, **options)
+
+    def decode_and_encode(self, emb, seed=0, steps=None, **options) -> tuple[list, torch.Tensor]:
+        """The decoded pictures and their (N, D) embeddings, in one round trip: the agreement check encodes
+        every decoded picture, and the child has it at hand."""
+        return self._call("decode_and_encode", emb, seed=seed, steps=steps, **options)
+
+    def decode_texts(self, emb) -> list[str]:
+        return self._call("decode_texts", emb)
+
+    def encode_images(self, images) -> torch.Tensor:
+        return self._call("encode_images", list(images))
+
+    def encode_texts(self, texts, raw: bool = False) -> torch.Tensor:
+        return self._call("encode_texts", list(texts), raw=raw)

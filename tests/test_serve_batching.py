@@ -1,0 +1,139 @@
+"""The model batcher: rows of concurrent callers share batches and keep their own outputs, one bad row fails
+only its own caller, a lone caller does not wait for a batch to fill, and the model process gives what the
+model in the server's own process gives."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+
+def _parallel(fn, args):
+    out, threads = {}, []
+    for a in args:
+        threads.append(threading.Thread(target=lambda a=a: out.__setitem__(a, fn(a))))
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return out
+
+
+def test_concurrent_sentences_share_batches_and_each_is_its_own(mini):
+    from blend import world
+    from blend.serve.batcher import Batcher
+
+    emb = mini.encode_texts([world.caption(s) for s in world.sample_scenes(12, seed=5)])
+    alone = mini.decode_texts(emb)
+    b = Batcher(mini, max_batch=16, wait_ms=200)
+    try:
+        got = _parallel(lambda i: b.run("text", emb[i:i + 1])[0], range(12))
+        assert [got[i] for i in range(12)] == alone
+        assert b.batches < 12  # some rows shared a batch
+    finally:
+        b.close()
+
+
+class _Fussy:
+    """A stand-in model whose sentence decoder refuses a whole batch when any row is marked bad (row[0] < 0)."""
+
+    def decode_texts(self, emb):
+        if (emb[:, 0] < 0).any():
+            raise ValueError("embeddings: a bad row")
+        return [f"row {float(r[1]):g}" for r in emb]
+
+
+def test_one_bad_row_fails_only_its_own_caller():
+    from blend.serve.batcher import Batcher
+
+    b = Batcher(_Fussy(), max_batch=8, wait_ms=300)
+    rows = {i: torch.tensor([[-1.0 if i == 3 else 1.0, float(i)]]) for i in range(6)}
+
+    def call(i):
+        try:
+            return b.run("text", rows[i])[0]
+        except ValueError as e:
+            return e
+    try:
+        got = _parallel(call, range(6))
+    finally:
+        b.close()
+    assert isinstance(got[3], ValueError) and "bad row" in str(got[3])
+    assert all(got[i] == f"row {i}" for i in range(6) if i != 3)
+
+
+def test_a_lone_request_does_not_wait_for_a_batch_to_fill(mini):
+    """With a 5 s batch wait, one request in flight is answered at once: nobody else could fill the batch."""
+    import time
+
+    from blend.serve.batcher import Batcher
+
+    emb = mini.encode_texts(["a red circle"])
+    b = Batcher(mini, max_batch=8, wait_ms=5000)
+    try:
+        with b.working():
+            t = time.perf_counter()
+            b.run("image", emb, [0])
+            b.run("text", emb)
+            assert time.perf_counter() - t < 4  # not 2 x 5 s
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def process_app(mini, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from blend.serve import ServeConfig, create_app
+
+    app = create_app(mini, config=ServeConfig(model_process=True, model_threads=1),
+                     home=tmp_path_factory.mktemp("home"))
+    with TestClient(app) as client:
+        yield client, app
+
+
+def _image(uri):
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"), np.int16)
+
+
+def test_the_model_process_gives_what_the_model_in_process_gives(process_app, mini):
+    from blend import world
+
+    client, app = process_app
+    assert app.state.engine.process is not None and app.state.engine.process.pid
+    for scene in world.sample_scenes(4, seed=8):
+        r = client.post("/v1/mix", json={"terms": [{"kind": "text", "value": world.caption(scene)}], "seed": 3})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        emb = mini.encode_texts([world.caption(scene)])
+        assert np.allclose(out["embedding"], emb[0].tolist(), atol=1e-5)
+        assert out["texts"] == mini.decode_texts(emb)
+        assert np.abs(_image(out["images"][0]) - np.asarray(mini.decode_images(emb, seed=3)[0], np.int16)).max() <= 2
+
+
+def test_a_killed_model_process_costs_a_503_at_most_and_comes_back(process_app):
+    import os
+    import signal
+    import time
+
+    client, app = process_app
+    body = {"terms": [{"kind": "text", "value": "a large red star on a blue background"}]}
+    assert client.post("/v1/mix", json=body).status_code == 200
+    old = app.state.engine.process.pid
+    os.kill(old, signal.SIGKILL)
+    time.sleep(0.5)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.headers["retry-after"] and "model process" in r.json()["error"]
+    for _ in range(120):  # the restart runs in the background; requests meanwhile wait for it or get a 503
+        r = client.post("/v1/mix", json=body)
+        assert r.status_code in (200, 503), r.text
+        if r.status_code == 200 and client.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200 and app.state.engine.process.pid != old
+    assert client.get("/readyz").status_code == 200
