@@ -4,8 +4,10 @@
     python benchmarks/load.py --soak 600           # then keep the load on for 10 minutes, sampling server memory
                                                    # (on an idle machine: the issue's "memory flat" figure)
 
-Starts the server as a subprocess (REST API only), prints throughput, p50/p95 latency, lost or failed requests,
-the server's resident memory over the soak, and the machine's matmul peak beside the timings.
+Starts the server as a subprocess (REST API only, `blend serve` defaults: the model in a child process), prints
+throughput, p50/p95 latency, lost or failed requests, the resident memory of the server and its model process
+over the soak, and the machine's matmul peak beside the timings. Request i is an example image with one word
+swapped (17 images x 8 swaps, each its own point and seed); `--same` sends the one README recipe every time.
 """
 from __future__ import annotations
 
@@ -33,16 +35,35 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server and its child processes (the model process), in MB."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (t / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total or float("nan")
+
+
+EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.png"))
+SWAPS = [("square", "circle"), ("star", "triangle"), ("red", "blue"), ("large", "small"), ("on the left", "on the right"),
+         ("lit from above", "lit from below"), ("on a white background", "on a black background"), ("circle", "star")]
+SAME = False  # --same: every request the one recipe of the README (red circle - circle + square), seeds apart
 
 
 def body(i: int) -> dict:
-    return {"terms": [{"kind": "image", "value": "red-circle-on-blue.png"},
-                      {"kind": "text", "value": "square", "weight": 1.0},
-                      {"kind": "text", "value": "circle", "weight": -1.0}], "seed": i}
+    """Request i: an example image with one word swapped, a different point for each of the first 128 requests
+    (so that no cache answers for the model), and its own seed."""
+    image, (new, old) = ("red-circle-on-blue.png", SWAPS[0]) if SAME else (
+        EXAMPLES[i % len(EXAMPLES)], SWAPS[(i // len(EXAMPLES)) % len(SWAPS)])
+    return {"terms": [{"kind": "image", "value": image},
+                      {"kind": "text", "value": new, "weight": 1.0},
+                      {"kind": "text", "value": old, "weight": -1.0}], "seed": i}
 
 
 async def one(client, url, i, lat, failures):
@@ -90,13 +111,18 @@ def main(argv=None):
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--soak", type=float, default=0, help="seconds of continued load, sampling server memory")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--server-log", help="write the server's log here")
+    p.add_argument("--same", action="store_true", help="every request the same recipe (only seeds differ)")
     a = p.parse_args(argv)
+    global SAME
+    SAME = a.same
     torch.set_num_threads(a.threads)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "BLEND_HOME": os.environ.get("BLEND_HOME", "/tmp/blend-load")}
     server = subprocess.Popen([sys.executable, "-m", "blend.cli", "serve", "--no-ui", "--preset", a.preset,
                                "--port", str(port), "--device", "cpu", "--max-batch", str(a.max_batch),
-                               "--max-queue", "1024"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--max-queue", "1024"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(a.server_log, "w") if a.server_log else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

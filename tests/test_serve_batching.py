@@ -11,9 +11,16 @@ import torch
 
 
 def _parallel(fn, args):
+    """fn(a) for every a, each in its own thread, all at once -> {a: result or the exception it raised}."""
     out, threads = {}, []
+
+    def one(a):
+        try:
+            out[a] = fn(a)
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            out[a] = e
     for a in args:
-        threads.append(threading.Thread(target=lambda a=a: out.__setitem__(a, fn(a))))
+        threads.append(threading.Thread(target=one, args=(a,)))
     [t.start() for t in threads]
     [t.join() for t in threads]
     return out
@@ -49,13 +56,8 @@ def test_one_bad_row_fails_only_its_own_caller():
     b = Batcher(_Fussy(), max_batch=8, wait_ms=300)
     rows = {i: torch.tensor([[-1.0 if i == 3 else 1.0, float(i)]]) for i in range(6)}
 
-    def call(i):
-        try:
-            return b.run("text", rows[i])[0]
-        except ValueError as e:
-            return e
     try:
-        got = _parallel(call, range(6))
+        got = _parallel(lambda i: b.run("text", rows[i])[0], range(6))
     finally:
         b.close()
     assert isinstance(got[3], ValueError) and "bad row" in str(got[3])
@@ -137,3 +139,41 @@ def test_a_killed_model_process_costs_a_503_at_most_and_comes_back(process_app):
         time.sleep(0.5)
     assert r.status_code == 200 and app.state.engine.process.pid != old
     assert client.get("/readyz").status_code == 200
+
+
+def test_rows_of_every_kind_and_setting_interleaved_are_all_answered_right(mini):
+    """36 callers at once, each one row of a kind (image at two step settings, sentence, image encoding, text
+    encoding): rows of another key are held back and decoded later, none is lost or answered wrongly."""
+    from blend import world
+    from blend.serve.batcher import Batcher
+
+    scenes = world.sample_scenes(6, seed=9)
+    caps = [world.caption(s) for s in scenes]
+    emb = mini.encode_texts(caps)
+    pictures = [world.render(s) for s in scenes]
+    calls = [(kind, i) for i in range(6) for kind in ("image", "image4", "text", "encode_image", "encode_text")]
+    b = Batcher(mini, max_batch=4, wait_ms=50)
+
+    def call(c):
+        kind, i = c
+        if kind.startswith("image"):
+            return b.run("image", emb[i:i + 1], [i], steps=4 if kind == "image4" else None)[0]
+        if kind == "text":
+            return b.run("text", emb[i:i + 1])[0]
+        if kind == "encode_image":
+            return b.run("encode_image", [pictures[i]])[0]
+        return b.run("encode_text", [caps[i]])[0]
+    try:
+        got = _parallel(call, calls)
+    finally:
+        b.close()
+    assert not [c for c, out in got.items() if isinstance(out, Exception)], got
+    for (kind, i), out in got.items():
+        if kind.startswith("image"):
+            assert world.read_attributes(out).matches(scenes[i]), (kind, i)
+        elif kind == "text":
+            assert out == mini.decode_texts(emb[i:i + 1])[0]
+        elif kind == "encode_image":
+            assert torch.allclose(out, mini.encode_images([pictures[i]])[0], atol=1e-5)
+        else:
+            assert torch.allclose(out, emb[i], atol=1e-5)

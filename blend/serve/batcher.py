@@ -13,6 +13,7 @@ longer cannot fill the batch, so a lone request never pays the wait.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -30,7 +31,7 @@ class Unavailable(Exception):
     """No model replica can take the work now (one died and none answered in time): answer 503 with Retry-After."""
 
 
-@dataclass
+@dataclass(eq=False)  # a row is itself: held rows are found and removed by identity, never by comparing tensors
 class _Job:
     item: object  # a (D,) row, a PIL image or a text
     seed: int | None
@@ -38,6 +39,8 @@ class _Job:
     options: dict
     future: Future = field(default_factory=Future)
 
+
+log = logging.getLogger("blend.serve")
 
 # the kinds of work each worker thread takes: one thread per model, so no model is ever called from two
 # threads at once, while the image decoder, the sentence decoder and the CLIP encoders run side by side
@@ -174,28 +177,40 @@ class _Lane:
             return None
 
     def _run(self) -> None:
+        while not self.b._stop.is_set():
+            batch: list[_Job] = []
+            try:
+                self._once(batch)
+            except BaseException as e:  # noqa: BLE001 - the worker outlives any one batch; its rows hear of it
+                log.exception("the model worker failed outside a model call; it goes on")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError(f"the model worker failed: {type(e).__name__}"))
+
+    def _once(self, batch: list[_Job]) -> None:
+        """Take one batch into `batch` (in place, so `_run` can answer its rows if anything fails) and decode it."""
         b = self.b
-        while not b._stop.is_set():
-            first = self._take(0.2)
-            if first is None:
+        first = self._take(0.2)
+        if first is None:
+            return
+        batch.append(first)
+        deadline, others = time.monotonic() + b.wait, []
+        for j in list(self.held):  # rows held back from earlier batches come first
+            if len(batch) < b.max_batch and j.key == first.key:
+                batch.append(j)
+                self.held.remove(j)
+        while len(batch) < b.max_batch:
+            # wait for more rows only while nothing else is ready and some request may still send one
+            wait = deadline - time.monotonic() > 0 and not (others or self.held) and b.more_may_come()
+            try:
+                job = self.q.get(timeout=0.002) if wait else self.q.get_nowait()
+            except queue.Empty:
+                if not wait:
+                    break
                 continue
-            batch, deadline, others = [first], time.monotonic() + b.wait, []
-            for j in list(self.held):  # rows held back from earlier batches come first
-                if len(batch) < b.max_batch and j.key == first.key:
-                    batch.append(j)
-                    self.held.remove(j)
-            while len(batch) < b.max_batch:
-                # wait for more rows only while nothing else is ready and some request may still send one
-                wait = deadline - time.monotonic() > 0 and not (others or self.held) and b.more_may_come()
-                try:
-                    job = self.q.get(timeout=0.002) if wait else self.q.get_nowait()
-                except queue.Empty:
-                    if not wait:
-                        break
-                    continue
-                (batch if job.key == first.key else others).append(job)
-            self.held = others + self.held
-            self._decode(batch)
+            (batch if job.key == first.key else others).append(job)
+        self.held = others + self.held
+        self._decode(batch)
 
     def _decode(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
