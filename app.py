@@ -1198,10 +1198,10 @@ def main(argv=None) -> None:
         return
     import uvicorn
 
-    from blend.serve import ServeConfig, create_app
-    from blend.serve.run import warn_if_open
+    from blend.serve import create_app
+    from blend.serve.run import served_config, warn_if_open
 
-    cfg = ServeConfig.from_env()
+    cfg = served_config(blender.device)
     warn_if_open(args.host, cfg)
     app = create_app(blender, demo, cfg, ui_options={"theme": THEME, "css": CSS, "ssr_mode": False,
                                                      "show_error": True, "max_file_size": "50mb",

@@ -184,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=7860)
     sv.add_argument("--device", default="auto")
     sv.add_argument("--no-ui", action="store_true", help="the REST API only")
-    sv.add_argument("--max-batch", type=int, default=None, help="images decoded together (default 8)")
+    sv.add_argument("--max-batch", type=int, default=None, help="rows the model takes together (default 8)")
     sv.add_argument("--batch-wait-ms", type=float, default=None, help="wait to fill a batch (default 10)")
-    sv.add_argument("--max-queue", type=int, default=None, help="images waiting; more get 429 (default 256)")
+    sv.add_argument("--max-queue", type=int, default=None, help="rows waiting for the model; more get 429 (default 256)")
     sv.add_argument("--in-process", action="store_true",
-                    help="run the model in the server's own process (default: a child process, so that HTTP "
-                         "work and the model do not share one GIL)")
+                    help="run the model in the server's own process (default on the CPU: a child process, so "
+                         "that HTTP work and the model do not share one GIL)")
     sv.add_argument("--model-threads", type=int, default=None, help="torch threads of the model process")
     sv.add_argument("--ray", action="store_true", help="deploy on Ray Serve (pip install 'blend[ray]')")
     sv.add_argument("--replicas", type=int, default=1, help="Ray Serve model replicas (the minimum with --max-replicas)")

@@ -177,3 +177,43 @@ def test_rows_of_every_kind_and_setting_interleaved_are_all_answered_right(mini)
             assert torch.allclose(out, mini.encode_images([pictures[i]])[0], atol=1e-5)
         else:
             assert torch.allclose(out, emb[i], atol=1e-5)
+
+
+class _Stuck:
+    """A stand-in model whose sentence decoder waits until released, so rows pile up in the queue."""
+    name, preset, embed_dim = "stuck", {"name": "stuck"}, 2
+
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def check_embeddings(self, emb, name="embeddings"):
+        return torch.as_tensor(emb, dtype=torch.float32).reshape(-1, 2)
+
+    def decode_texts(self, emb):
+        self.entered.set()
+        self.release.wait(30)
+        return ["ok"] * len(emb)
+
+
+def test_readyz_reason_when_the_queue_is_full_and_429_past_it():
+    from blend.serve import ServeConfig
+    from blend.serve.batcher import QueueFull
+    from blend.serve.engine import Engine
+
+    model = _Stuck()
+    engine = Engine(model, ServeConfig(max_queue=3, max_batch=1, batch_wait_ms=0))
+    try:
+        first = threading.Thread(target=engine.decode_texts, args=([[1.0, 0.0]],))
+        first.start()  # the worker takes this row and waits inside the model
+        assert model.entered.wait(10)
+        futures = engine.batcher.submit("text", torch.ones(3, 2))
+        assert engine.ready() == (False, "the model queue is full (3 rows waiting)")
+        with pytest.raises(QueueFull):
+            engine.batcher.submit("text", torch.ones(1, 2))
+        model.release.set()
+        assert [f.result(10) for f in futures] == ["ok"] * 3
+        first.join(10)
+        assert engine.ready() == (True, "")
+    finally:
+        model.release.set()
+        engine.close()

@@ -20,8 +20,8 @@ class ServeConfig:
     max_pairs: int = 32  # text pairs (or example images per side) in one direction
     max_directions: int = 8  # directions applied in one request
     max_user_directions: int = 200  # saved directions per user
-    max_queue: int = 256  # decode rows waiting; more gets 429 with Retry-After
-    max_batch: int = 8  # rows decoded together
+    max_queue: int = 256  # rows waiting for the model (all kinds); more gets 429 with Retry-After
+    max_batch: int = 8  # rows of one kind the model takes together
     batch_wait_ms: float = 10.0  # how long the batcher waits to fill a batch (only while more rows may come)
     model_process: bool = False  # run the model in a child process (`blend serve` turns it on)
     model_threads: int = 0  # torch threads in that child (0: torch's default)

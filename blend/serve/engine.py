@@ -101,7 +101,7 @@ class Engine:
             threading.Thread(target=self.process.ensure, name="blend-model-restart", daemon=True).start()
             return False, "the model process stopped; a new one is starting"
         if self.batcher.depth >= self.config.max_queue:
-            return False, f"the decode queue is full ({self.batcher.depth} images waiting)"
+            return False, f"the model queue is full ({self.batcher.depth} rows waiting)"
         return True, ""
 
     def close(self) -> None:

@@ -32,6 +32,15 @@ def warn_if_open(host: str, cfg: ServeConfig) -> None:
         print("\n" + "!" * 100 + "\n" + msg + "\n" + "!" * 100 + "\n", file=sys.stderr)
 
 
+def served_config(device: str = "cpu", **overrides) -> ServeConfig:
+    """The config of a server (`blend serve`, `python app.py`): as `ServeConfig.from_env`, but on the CPU with
+    the model in a child process unless BLEND_MODEL_PROCESS or `model_process` says otherwise. Not on a GPU,
+    where the UI's own copy of the models would be a second copy in GPU memory, and the GIL matters less."""
+    if overrides.get("model_process") is None and "BLEND_MODEL_PROCESS" not in os.environ:
+        overrides["model_process"] = str(device) == "cpu"
+    return ServeConfig.from_env(**overrides)
+
+
 def serve(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           ui: bool = True, **overrides) -> None:
     import uvicorn
@@ -40,10 +49,8 @@ def serve(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 7860
     from .api import create_app
 
     logging.basicConfig(level=logging.INFO)
-    if overrides.get("model_process") is None and "BLEND_MODEL_PROCESS" not in os.environ:
-        overrides["model_process"] = True  # served: the model in its own process (--in-process: not)
-    cfg = ServeConfig.from_env(**overrides)
-    warn_if_open(host, cfg)
     blender = blend.load(preset, device=device)
+    cfg = served_config(blender.device, **overrides)
+    warn_if_open(host, cfg)
     app = create_app(blender, load_demo(blender) if ui else None, cfg)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=10)
