@@ -43,6 +43,8 @@ class FakeHandle:
 
 
 class Response:
+    cancelled = 0
+
     def __init__(self, failure, value):
         self.failure, self.value = failure, value
 
@@ -52,7 +54,7 @@ class Response:
         return self.value
 
     def cancel(self):
-        pass
+        Response.cancelled += 1
 
 
 def remote_blender(handle, mini, retries=3, ready_timeout_s=0.3):
@@ -89,6 +91,15 @@ def test_lost_replicas_become_503_and_full_queues_429_with_retry_after(mini, tmp
             assert "Traceback" not in r.text and "/" not in r.json()["error"]
             assert client.get("/healthz").status_code == 200
         assert h.calls == (3 if status == 503 else 1)  # the first try and 2 retries; back-pressure is not retried
+
+
+def test_a_call_past_its_time_is_cancelled_on_the_replica_and_answered_503(mini):
+    from blend.serve.batcher import Unavailable
+
+    h, before = FakeHandle([TimeoutError()]), Response.cancelled
+    with pytest.raises(Unavailable, match="did not answer within"):
+        remote_blender(h, mini).decode_texts(mini.encode_texts(["red"]))
+    assert h.calls == 1 and Response.cancelled == before + 1  # not sent again: the time is up
 
 
 def test_a_bad_input_is_not_retried(mini):

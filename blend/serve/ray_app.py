@@ -183,10 +183,15 @@ class RemoteBlender:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            response = getattr(self.handle, method).remote(*args, **kw)
             try:
-                out = getattr(self.handle, method).remote(*args, **kw).result(timeout_s=left)
+                out = response.result(timeout_s=left)
                 self.last_answer = time.monotonic()
                 return out
+            except TimeoutError:  # nobody waits for it any more: the replica is told to drop it
+                response.cancel()
+                raise Unavailable(f"the model replicas did not answer within {self.timeout_s:g} s; "
+                                  f"retry shortly") from None
             except RayTaskError as e:  # the worker raised: a bad input stays a ValueError with its own message
                 self.last_answer = time.monotonic()
                 raise (e.cause if isinstance(e.cause, Exception) else RuntimeError(type(e).__name__)) from None
