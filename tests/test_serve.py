@@ -95,7 +95,8 @@ def test_concurrent_requests_are_batched_and_each_keeps_its_own_output(served, m
     client, _, app = served
     e = client.post("/v1/encode", json={"terms": [{"kind": "text", "value": caption}]}).json()["embeddings"][0]
     alone = {s: mini.decode_images([e], seed=s)[0] for s in range(6)}
-    before = app.state.engine.batcher.batches
+    batcher = app.state.engine.batcher
+    before, rows_before = batcher.batches, batcher.rows
     results = {}
 
     def call(s):
@@ -104,7 +105,8 @@ def test_concurrent_requests_are_batched_and_each_keeps_its_own_output(served, m
     threads = [threading.Thread(target=call, args=(s,)) for s in range(6)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert app.state.engine.batcher.batches - before < 6  # some rows shared a batch
+    assert batcher.rows - rows_before == 12  # 6 images and 6 sentences ...
+    assert batcher.batches - before < 12  # ... and some of them shared a batch
     for s, data in results.items():
         diff = np.abs(np.asarray(image_of(data).convert("RGB"), np.int16) - np.asarray(alone[s], np.int16)).max()
         assert diff <= 2, (s, diff)

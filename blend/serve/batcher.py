@@ -55,7 +55,7 @@ class Batcher:
         self._count = threading.Lock()
         self._working = 0  # requests in flight (inside `working()`)
         self._waiting = 0  # blocking calls waiting on their rows
-        self.batches = 0
+        self.batches = self.rows = 0  # model calls made, and the rows they took
         self.on_encoded = None  # called with (images, (N, D) embeddings) where the model gives both at once
         self._lanes = {name: _Lane(self, name) for name in sorted(set(LANES.values()))}
 
@@ -142,6 +142,7 @@ class Batcher:
 
     def done(self, batch: list[_Job], seconds: float) -> None:
         self.batches += 1
+        self.rows += len(batch)
         if self.metrics is not None:
             self.metrics.batch_size.labels(batch[0].key[0]).observe(len(batch))
             self.metrics.model_seconds.labels(batch[0].key[0]).inc(seconds)
