@@ -60,13 +60,14 @@ def check_agreement(blender, points: torch.Tensor, images: list, sentences: list
     return _judge(blender, points, e, sentences, blender.decode_texts(e), which)
 
 
-def sentences_and_agreement(blender, points: torch.Tensor, images: list,
-                            which: list[int] | None = None) -> tuple[list[str], list[Agreement]]:
+def sentences_and_agreement(blender, points: torch.Tensor, images: list, which: list[int] | None = None,
+                            check: bool = True) -> tuple[list[str], list[Agreement]]:
     """The points' sentences and one Agreement per image, as `decode_texts(points)` and `check_agreement`
     give them, with the points and the images' embeddings decoded to sentences in one batch (one pass of
-    the sentence decoder instead of two; greedy decoding gives each row the same sentence in any batch)."""
+    the sentence decoder instead of two; greedy decoding gives each row the same sentence in any batch).
+    `check=False`: the sentences alone, and no Agreement."""
     which = _which(images, which)
-    if not images:
+    if not images or not check:
         return blender.decode_texts(points), []
     e = blender.encode_images(images)  # (N, D)
     texts = blender.decode_texts(torch.cat([points.to(e), e]))

@@ -102,10 +102,7 @@ def strength_sweep(blender, parent: Recipe | dict, direction: dict, strengths=ST
     v = direction_vector(blender, Direction.from_dict(direction))
     points = torch.stack([ops.apply_directions(base, vecs + [v], fixed + [s]) for s in strengths])  # (S, D)
     images = blender.decode_images(points, seed=r.seed, steps=r.steps)  # one batch, one start noise
-    if agreement:
-        texts, checks = sentences_and_agreement(blender, points, images)
-    else:
-        texts, checks = blender.decode_texts(points), []
+    texts, checks = sentences_and_agreement(blender, points, images, check=agreement)
     return Sweep(strengths, points, images, texts, checks)
 
 

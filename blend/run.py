@@ -172,9 +172,6 @@ def run_recipe(blender, recipe: Recipe | dict, library=None, index=None, example
         images = _decode_rows(blender, points, recipe, progress, 0.1, recipe.k)
         captions = [f"({i},{j})" for i in range(recipe.k) for j in range(recipe.k)]
     progress(0.95, "decoding sentences")
-    if agreement:
-        texts, checks = sentences_and_agreement(blender, points, images, which)
-    else:
-        texts, checks = blender.decode_texts(points), []
+    texts, checks = sentences_and_agreement(blender, points, images, which, check=agreement)
     nearest = index.nearest(points[0]) if index is not None and op in ("mix", "directions") and len(points) == 1 else []
     return Result(recipe, points, texts, images, captions, nearest, warnings, checks)

@@ -13,14 +13,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
-import torch
 
 from .. import checks, store, tempfiles
 from ..directions import DirectionLibrary, blend_home, default_directions

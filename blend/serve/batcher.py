@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+KINDS = ("image", "text", "encode_image", "encode_text")
+log = logging.getLogger("blend.serve")
+
+
 class QueueFull(Exception):
-    """The decode queue is at its limit: answer 429 with Retry-After."""
+    """The model queue is at its limit: answer 429 with Retry-After."""
 
 
 class Unavailable(Exception):
@@ -40,13 +44,6 @@ class _Job:
     future: Future = field(default_factory=Future)
 
 
-log = logging.getLogger("blend.serve")
-
-# the kinds of work each worker thread takes: one thread per model, so no model is ever called from two
-# threads at once, while the image decoder, the sentence decoder and the CLIP encoders run side by side
-LANES = {"image": "model", "text": "model", "encode_image": "model", "encode_text": "model"}
-
-
 class Batcher:
     def __init__(self, blender, max_batch: int = 8, wait_ms: float = 10.0, max_queue: int = 256, metrics=None):
         self.blender, self.max_batch, self.wait = blender, max(1, int(max_batch)), max(0.0, wait_ms) / 1000
@@ -57,16 +54,18 @@ class Batcher:
         self._waiting = 0  # blocking calls waiting on their rows
         self.batches = self.rows = 0  # model calls made, and the rows they took
         self.on_encoded = None  # called with (images, (N, D) embeddings) where the model gives both at once
-        self._lanes = {name: _Lane(self, name) for name in sorted(set(LANES.values()))}
+        # one worker for every kind: a thread per model was measured no faster on 2 cores (the Python side of
+        # small torch calls holds the GIL), and one thread never calls a model from two threads at once
+        self._lane = _Lane(self)
 
     @property
     def depth(self) -> int:
-        """Rows waiting for a model, all kinds together."""
-        return sum(lane.depth for lane in self._lanes.values())
+        """Rows waiting for the model, all kinds together."""
+        return self._lane.depth
 
     @property
     def alive(self) -> bool:
-        return all(lane.thread.is_alive() for lane in self._lanes.values()) and not self._stop.is_set()
+        return self._lane.thread.is_alive() and not self._stop.is_set()
 
     @contextmanager
     def working(self):
@@ -84,8 +83,8 @@ class Batcher:
     def submit(self, kind: str, items, seeds=None, steps: int | None = None, **options) -> list[Future]:
         """Queue N rows of one kind (embeddings (N, D), PIL images or texts), N seeds for kind "image";
         returns one Future per row: a PIL image, a sentence, or a (D,) embedding."""
-        if kind not in LANES:
-            raise ValueError(f"kind: one of {', '.join(LANES)}, got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind: one of {', '.join(KINDS)}, got {kind!r}")
         items = list(items)
         if self.depth + len(items) > self.max_queue:
             raise QueueFull(f"{self.depth} rows are waiting for the model (the limit is {self.max_queue})")
@@ -93,9 +92,8 @@ class Batcher:
         key = (kind, steps, tuple(sorted(options.items())))
         opts = {"steps": steps, **options} if kind == "image" else options
         jobs = [_Job(x, s, key, opts) for x, s in zip(items, seeds)]
-        lane = self._lanes[LANES[kind]]
         for j in jobs:
-            lane.q.put(j)
+            self._lane.q.put(j)
         self._gauge()
         return [j.future for j in jobs]
 
@@ -116,8 +114,7 @@ class Batcher:
 
     def close(self) -> None:
         self._stop.set()
-        for lane in self._lanes.values():
-            lane.thread.join(timeout=5)
+        self._lane.thread.join(timeout=5)
 
     def more_may_come(self) -> bool:
         """Whether a request in flight is not yet waiting on its rows (so it may add one within the wait).
@@ -154,15 +151,15 @@ class Batcher:
 
 
 class _Lane:
-    """One worker thread and its queue: takes a row, fills a batch of rows with the same key (up to
+    """The worker thread and its queue: takes a row, fills a batch of rows with the same key (up to
     max_batch; waiting up to the batcher's wait only while no other work is ready and more may come), calls
     the model, answers each row."""
 
-    def __init__(self, batcher: Batcher, name: str):
+    def __init__(self, batcher: Batcher):
         self.b = batcher
         self.q: queue.Queue[_Job] = queue.Queue()
         self.held: list[_Job] = []  # taken from the queue but of another key than the batch being filled
-        self.thread = threading.Thread(target=self._run, name=f"blend-model-{name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="blend-model", daemon=True)
         self.thread.start()
 
     @property
@@ -236,6 +233,3 @@ class _Lane:
             job.future.set_result(self.b.call([job])[0])
         except BaseException as e:  # this request hears about it; the worker lives on
             job.future.set_exception(e)
-
-
-DecodeBatcher = Batcher  # the name before it batched sentences and encodings too

@@ -134,15 +134,16 @@ class ModelProcess:
     def ensure(self) -> None:
         """Start a new child if the last one died (blocking; the next call would do it too)."""
         with self._lock:
-            if not self.alive():
-                self._lost()
-                self._start()
+            self._restart_if_dead()
+
+    def _restart_if_dead(self) -> None:  # holding the lock
+        if not self.alive():
+            self._lost()
+            self._start()
 
     def _call(self, call: str, *args, **kwargs):
         with self._lock:
-            if not self.alive():
-                self._lost()
-                self._start()  # a new child for this call (the batch that met the dead one got a 503)
+            self._restart_if_dead()  # a new child for this call (the batch that met the dead one got a 503)
             try:
                 self._conn.send((call, _to_wire(args), kwargs))
                 status, value = self._conn.recv()
