@@ -139,7 +139,7 @@ def cmd_serve(args):
 
         serve_ray(args.preset, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus,
                   num_cpus=args.num_cpus, max_replicas=args.max_replicas, ingress_replicas=args.ingress_replicas,
-                  front=args.front, address=args.address)
+                  front=args.front, address=args.address, device=args.device)
     else:
         from .serve.run import serve
 

@@ -61,3 +61,13 @@ def test_an_unknown_stage_is_named(tmp_path, capsys):
 def test_presets_lists_shapes_mini(capsys):
     assert main(["presets"]) == 0
     assert "shapes-mini" in capsys.readouterr().out
+
+
+def test_serve_ray_passes_the_device_to_the_model_replicas(monkeypatch):
+    """`--device` with `--ray` reaches the replicas (it was ignored): each replica loads the preset there."""
+    import blend.serve.ray_app as ray_app
+
+    seen = {}
+    monkeypatch.setattr(ray_app, "serve_ray", lambda preset, **kw: seen.update(kw, preset=preset))
+    assert main(["serve", "--ray", "--device", "cpu", "--replicas", "2"]) == 0
+    assert (seen["preset"], seen["device"], seen["replicas"]) == ("shapes-mini", "cpu", 2)

@@ -319,11 +319,13 @@ def build(args: dict):
 
 def serve_ray(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
               num_gpus: float = 0.0, num_cpus: float = 1.0, max_replicas: int | None = None,
-              ingress_replicas: int = 1, front: str = "local", address: str | None = None) -> None:
+              ingress_replicas: int = 1, front: str = "local", address: str | None = None,
+              device: str = "auto") -> None:
     """Start (or join, with `address`) a Ray cluster and deploy. front="local": this process serves the API
     (uvicorn) and only the model replicas run on Ray, so any Ray replica may die without failing a request;
     front="ray": Serve's HTTP proxy on host:port in front of `ingress_replicas` replicas of the API, whose
-    in-flight requests get the proxy's bare 500 when one dies (see the module docstring)."""
+    in-flight requests get the proxy's bare 500 when one dies (see the module docstring). `device`: where each
+    model replica loads its preset ("auto": a GPU when the replica was given one with `num_gpus`)."""
     import ray
     from ray import serve
 
@@ -338,7 +340,8 @@ def serve_ray(preset: str = "shapes-mini", host: str = "127.0.0.1", port: int = 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env},
                  **({} if address else {"object_store_memory": 100 * 2**20}))
-    app = application(preset, replicas, max_replicas, num_gpus, num_cpus, ingress_replicas, front=front, config=cfg)
+    app = application(preset, replicas, max_replicas, num_gpus, num_cpus, ingress_replicas, device=device,
+                      front=front, config=cfg)
     if front == "ray":
         serve.start(http_options={"host": host, "port": port})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
