@@ -217,3 +217,27 @@ def test_readyz_reason_when_the_queue_is_full_and_429_past_it():
     finally:
         model.release.set()
         engine.close()
+
+
+def test_the_model_process_does_not_run_the_parents_script_again(tmp_path):
+    """Under `python app.py` the spawned model process ran app.py again (as `__mp_main__`), importing the UI."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "serve_script.py"
+    script.write_text(
+        "import os, sys\n"
+        "if __name__ == '__mp_main__':\n"
+        "    open(os.environ['MARK'], 'w').close()\n"
+        "if __name__ == '__main__':\n"
+        "    import blend\n"
+        "    from blend.serve.worker import ModelProcess\n"
+        "    p = ModelProcess(blend.load('shapes-mini', device='cpu'), threads=1)\n"
+        "    print(p.encode_texts(['a red star']).shape[1], __file__ == sys.argv[0])\n"
+        "    p.close()\n")
+    mark = tmp_path / "ran-in-child"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240,
+                         env={**__import__("os").environ, "MARK": str(mark)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["128", "True"]  # the child answered; the parent's __file__ is back
+    assert not mark.exists()

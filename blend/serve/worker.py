@@ -12,8 +12,10 @@ starts a new child; `ready()` says so meanwhile. A ValueError in the child comes
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -21,6 +23,24 @@ import numpy as np
 import torch
 
 from .batcher import Unavailable
+
+@contextlib.contextmanager
+def _script_hidden():
+    """A spawned child first runs the parent's `__main__` script again (as `__mp_main__`), before it unpickles
+    its target. Under `python app.py` that imported gradio and the whole UI into the model process, which needs
+    only this module: hide the script's path while the child starts. A `python -m` main (it has a `__spec__`)
+    is imported by name as usual."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
 
 CALLS = ("decode_images", "decode_texts", "encode_images", "encode_texts", "decode_and_encode")
 
@@ -109,7 +129,8 @@ class ModelProcess:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_child, args=(child, self.preset, self.device, self.threads),
                                  name="blend-model", daemon=True)
-        proc.start()
+        with _script_hidden():
+            proc.start()
         child.close()
         if not parent.poll(self.start_timeout):
             proc.kill()
