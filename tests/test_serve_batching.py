@@ -221,6 +221,7 @@ def test_readyz_reason_when_the_queue_is_full_and_429_past_it():
 
 def test_the_model_process_does_not_run_the_parents_script_again(tmp_path):
     """Under `python app.py` the spawned model process ran app.py again (as `__mp_main__`), importing the UI."""
+    import os
     import subprocess
     import sys
 
@@ -237,7 +238,7 @@ def test_the_model_process_does_not_run_the_parents_script_again(tmp_path):
         "    p.close()\n")
     mark = tmp_path / "ran-in-child"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240,
-                         env={**__import__("os").environ, "MARK": str(mark)})
+                         env={**os.environ, "MARK": str(mark)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["128", "True"]  # the child answered; the parent's __file__ is back
     assert not mark.exists()

@@ -24,22 +24,26 @@ import torch
 
 from .batcher import Unavailable
 
+_MAIN_LOCK = threading.Lock()  # two children starting at once must not see each other's hidden path
+
+
 @contextlib.contextmanager
 def _script_hidden():
     """A spawned child first runs the parent's `__main__` script again (as `__mp_main__`), before it unpickles
     its target. Under `python app.py` that imported gradio and the whole UI into the model process, which needs
     only this module: hide the script's path while the child starts. A `python -m` main (it has a `__spec__`)
     is imported by name as usual."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is None or getattr(main, "__spec__", None) is not None:
-        yield
-        return
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        if path is None or getattr(main, "__spec__", None) is not None:
+            yield
+            return
+        del main.__file__
+        try:
+            yield
+        finally:
+            main.__file__ = path
 
 
 CALLS = ("decode_images", "decode_texts", "encode_images", "encode_texts", "decode_and_encode")
