@@ -14,3 +14,31 @@ def mini():
     import blend
 
     return blend.load(os.environ.get("BLEND_TEST_PRESET", "shapes-mini"), device="cpu")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a test that drives the app fails, its report carries the end of the app's own log, and a copy of the
+    whole log (and a screenshot of the page, for browser tests) goes to artifacts/: the app's log lives in a
+    temporary folder that is gone by the time anyone reads a CI failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    server = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    log = getattr(server, "log", None)
+    from app_support import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = item.name.replace("/", "_")
+    if log is not None and log.exists():
+        server._log.flush()
+        text = log.read_text(errors="replace")
+        (ARTIFACTS / f"{name}-app.log").write_text(text)
+        report.sections.append(("app log (last 4000 characters)", text[-4000:]))
+    page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+    if page is not None:
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-failed.png"), full_page=True)
+        except Exception as e:  # a page that is gone: the log is what is left
+            report.sections.append(("screenshot", f"not taken: {e}"))

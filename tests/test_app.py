@@ -311,6 +311,7 @@ def test_browser_directions_plane_and_history(page):
     page.get_by_role("tab", name="Plane").click()
     textarea(page, "plane-c-text").fill("a large red square on a blue background")
     page.locator("#plane-k input[type=range]").fill("2")
+    expect(page.locator("#plane-k input[type=number]")).to_have_value("2")  # the slider took it before the click
     page.locator("#plane-run").click()
     expect(page.locator("#plane-gallery img")).to_have_count(4)
     expect(page.locator("#plane-gallery .bl-mark")).to_have_text(["a", "b", "c", "b + c − a"])
