@@ -34,20 +34,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server and its child processes (the model process), in MB."""
-    total, todo = 0.0, [pid]
+def rss_parts(pid: int) -> tuple[float, float]:
+    """Resident memory, in MB, of the server process and of its child processes (the model process)."""
+    own, children, todo = 0.0, 0.0, [(pid, True)]
     while todo:
-        p = todo.pop()
+        p, top = todo.pop()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
+                    mb = int(line.split()[1]) / 1024
+                    own, children = (own + mb, children) if top else (own, children + mb)
             for t in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (t / "children").read_text().split()]
+                todo += [(int(c), False) for c in (t / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total or float("nan")
+    return own, children
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the server and its child processes (the model process), in MB."""
+    return sum(rss_parts(pid)) or float("nan")
 
 
 EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.png"))
@@ -144,12 +150,14 @@ def main(argv=None):
               f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
         if a.soak:  # run it on an idle machine: other jobs' load changes the request rate, and so the memory
             t0, rounds, mem, failed = time.perf_counter(), 0, [rss_mb(server.pid)], 0
+            parts = [rss_parts(server.pid)]
             print(f"soak start: server RSS {mem[0]:.0f} MB")
             while time.perf_counter() - t0 < a.soak:
                 _, l2, f2 = asyncio.run(concurrent(url, a.clients, 1, offset=10_000 + rounds * a.clients))
                 rounds += 1
                 failed += len(f2)
                 mem.append(rss_mb(server.pid))
+                parts.append(rss_parts(server.pid))
                 if f2:
                     print(f"soak round {rounds}: {len(f2)} failed {f2[:5]}")
             minutes = (time.perf_counter() - t0) / 60
@@ -157,6 +165,10 @@ def main(argv=None):
                   f"requests ({failed} failed or lost); change {mem[-1] - mem[0]:+.0f} MB ({(mem[-1] - mem[0]) / minutes:+.1f}"
                   f" MB/min); before load {mem0:.0f}, soak min {min(mem):.0f} max {max(mem):.0f}; first/second half "
                   f"mean {statistics.mean(mem[:len(mem)//2 or 1]):.0f}/{statistics.mean(mem[len(mem)//2:]):.0f}")
+            for i, who in enumerate(("server process", "model process")):
+                xs = [pp[i] for pp in parts]
+                print(f"  {who}: {xs[0]:.0f} -> {xs[-1]:.0f} MB, first/second half mean "
+                      f"{statistics.mean(xs[:len(xs)//2 or 1]):.0f}/{statistics.mean(xs[len(xs)//2:]):.0f}")
     finally:
         server.terminate()
         server.wait(30)
