@@ -151,6 +151,33 @@ def test_the_prior_moves_word_arithmetic_onto_the_image_it_means(mini):
         assert (prior(e) * e).sum(-1).min() > 0.95
 
 
+def test_the_drafts_mask_cannot_read_colour_or_background(mini):
+    """The shipped draft draws its mask from e Q, Q fitted from the training captions' linear codes: adding any
+    colour or background code leaves what the mask reads unchanged, the other attributes' codes pass through, and
+    on held-out scenes a caption's mask input moves far less when its colour and background change than when its
+    shape does."""
+    from pathlib import Path
+
+    from blend.train.unclip import _clip, caption_codes
+
+    draft = mini.image_decoder.draft
+    assert draft.config.split_mask
+    clip, tokenizer = _clip(Path(blend.__file__).resolve().parents[1] / "models" / "shapes-mini" / "clip")
+    codes, rows = caption_codes(clip, tokenizer)
+    q = draft.mask_input.float()
+    blind, seen = rows["color"] + rows["background"], rows["shape"] + rows["size"] + rows["position"]
+    assert (codes[blind] @ q).abs().max() < 0.02 * codes[blind].abs().max()
+    assert (codes[seen] @ q - codes[seen]).abs().max() < 0.02 * codes[seen].abs().max()
+    rng = __import__("random").Random(SEED)
+    moved = {"colours": [], "shape": []}
+    for x in world.sample_scenes(32, SEED, split="held-out"):
+        y = world.variant(rng, world.variant(rng, x, "color"), "background")
+        z = world.variant(rng, x, "shape")
+        e = mini.encode_texts([world.caption(x), world.caption(y), world.caption(z)]) @ q
+        moved["colours"].append((e[0] - e[1]).norm()), moved["shape"].append((e[0] - e[2]).norm())
+    assert torch.stack(moved["colours"]).mean() < 0.5 * torch.stack(moved["shape"]).mean(), moved
+
+
 def test_huge_images_are_refused_before_decoding(mini, tmp_path):
     from PIL import Image
 

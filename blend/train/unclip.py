@@ -53,7 +53,7 @@ UNET_CONFIG = dict(
     resnet_time_scale_shift="scale_shift",
 )
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
-DRAFT_CONFIG = dict(embed_dim=EMBED_DIM, hidden=1024, mask_size=32, shade_size=8, image_size=world.SIZE)
+DRAFT_CONFIG = dict(embed_dim=EMBED_DIM, hidden=1024, mask_size=32, shade_size=8, image_size=world.SIZE, split_mask=True)
 DECODER_CONFIG = {"latent_channels": LATENT_CHANNELS, "latent_size": LATENT_SIZE, "image_size": world.SIZE,
                   "embed_dim": EMBED_DIM, "steps": 12, "guidance_scale": 3.0, "solver": "dpmsolver++",
                   "strength": 0.0}
@@ -270,6 +270,28 @@ def project(prior, cond: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     return out * (cond.abs().sum(-1, keepdim=True) > 0)
 
 
+@torch.no_grad()
+def caption_codes(clip, tokenizer, chunk: int = 1024) -> tuple[torch.Tensor, dict[str, list[int]]]:
+    """A linear code model of the text space, fitted by least squares on every **training** caption's embedding:
+    T(caption) ~ codes[0] + sum over attributes of codes[row of its value] (reference coding: each attribute's
+    first value is in the bias row 0). Returns codes (1 + 31, D) and, per attribute, its rows."""
+    combos = world.all_combinations("train")
+    rows, k = {}, 1
+    for a in world.ATTRIBUTES:
+        rows[a] = list(range(k, k + len(world.VALUES[a]) - 1))
+        k += len(world.VALUES[a]) - 1
+    x = torch.zeros(len(combos), k, dtype=torch.float64)
+    x[:, 0] = 1
+    for n, combo in enumerate(combos):
+        for a, value in zip(world.ATTRIBUTES, combo):
+            i = world.VALUES[a].index(value)
+            if i:
+                x[n, rows[a][i - 1]] = 1
+    texts = [world.caption(world.Scene(*c)) for c in combos]
+    t = torch.cat([F.normalize(clip.encode_text(tokenizer(texts[i:i + chunk])), dim=-1) for i in range(0, len(texts), chunk)])
+    return torch.linalg.lstsq(x, t.double()).solution.float(), rows
+
+
 def train_draft(clip_dir: str | Path, out: str | Path, rows: int = 163840, steps: int = 12000, batch: int = 256,
                 lr: float = 1e-3, seed: int = 1, cond_noise: float = 0.02, drop: float = 0.1, edge: float = 4.0,
                 config: dict = DRAFT_CONFIG, log: str | Path | None = None, warm: bool = False):
@@ -281,10 +303,13 @@ def train_draft(clip_dir: str | Path, out: str | Path, rows: int = 163840, steps
     clip, tokenizer = _clip(clip_dir)
     cond, target = condition_dataset(clip, tokenizer, random.Random(seed), rows, cond_noise, drop, render_targets,
                                      "draft data")
+    draft = LayeredDraft(**{**config, "embed_dim": cond.shape[1]})
+    if draft.config.split_mask:  # the mask cannot read which colour and background: no (colour, shape, bg) to recall
+        codes, code_rows = caption_codes(clip, tokenizer)
+        draft.blind_mask_to(codes, code_rows["color"] + code_rows["background"])
     del clip
     if (Path(out) / "prior").is_dir():
         cond = project(EmbeddingPrior.from_pretrained(str(Path(out) / "prior")).eval(), cond)
-    draft = LayeredDraft(**{**config, "embed_dim": cond.shape[1]})
     if warm:
         warm_start(draft, Path(out) / "draft" / "diffusion_pytorch_model.safetensors")
     return fit(draft, cond, target, draft_loss(edge), steps, batch, lr, seed, "draft", log,
