@@ -149,15 +149,15 @@ def main(argv=None):
         print(f"{a.clients} clients x {a.requests}: {thr:.2f} req/s ({thr / seq:.1f}x one at a time)  "
               f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
         if a.soak:  # run it on an idle machine: other jobs' load changes the request rate, and so the memory
-            t0, rounds, mem, failed = time.perf_counter(), 0, [rss_mb(server.pid)], 0
-            parts = [rss_parts(server.pid)]
+            t0, rounds, failed, parts = time.perf_counter(), 0, 0, [rss_parts(server.pid)]
+            mem = [sum(parts[0])]
             print(f"soak start: server RSS {mem[0]:.0f} MB")
             while time.perf_counter() - t0 < a.soak:
                 _, l2, f2 = asyncio.run(concurrent(url, a.clients, 1, offset=10_000 + rounds * a.clients))
                 rounds += 1
                 failed += len(f2)
-                mem.append(rss_mb(server.pid))
                 parts.append(rss_parts(server.pid))
+                mem.append(sum(parts[-1]))
                 if f2:
                     print(f"soak round {rounds}: {len(f2)} failed {f2[:5]}")
             minutes = (time.perf_counter() - t0) / 60

@@ -25,11 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blend.machine import matmul_peak_gflops  # noqa: E402
-from load import body  # noqa: E402
+from load import body, rss_parts  # noqa: E402
 
 
 def rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    """This process's resident memory in MB (the app and its model run in it: no child processes)."""
+    return rss_parts(os.getpid())[0]
 
 
 def main(argv=None):

@@ -25,7 +25,8 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    server = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    funcargs = getattr(item, "funcargs", {})  # doctest items have none
+    server, page = funcargs.get("server"), funcargs.get("page")
     log = getattr(server, "log", None)
     from app_support import ARTIFACTS
 
@@ -36,7 +37,6 @@ def pytest_runtest_makereport(item, call):
         text = log.read_text(errors="replace")
         (ARTIFACTS / f"{name}-app.log").write_text(text)
         report.sections.append(("app log (last 4000 characters)", text[-4000:]))
-    page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
     if page is not None:
         try:
             page.screenshot(path=str(ARTIFACTS / f"{name}-failed.png"), full_page=True)

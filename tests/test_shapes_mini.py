@@ -156,6 +156,7 @@ def test_the_drafts_mask_cannot_read_colour_or_background(mini):
     colour or background code leaves what the mask reads unchanged, the other attributes' codes pass through, and
     on held-out scenes a caption's mask input moves far less when its colour and background change than when its
     shape does."""
+    import random
     from pathlib import Path
 
     from blend.train.unclip import _clip, caption_codes
@@ -168,7 +169,7 @@ def test_the_drafts_mask_cannot_read_colour_or_background(mini):
     blind, seen = rows["color"] + rows["background"], rows["shape"] + rows["size"] + rows["position"]
     assert (codes[blind] @ q).abs().max() < 0.02 * codes[blind].abs().max()
     assert (codes[seen] @ q - codes[seen]).abs().max() < 0.02 * codes[seen].abs().max()
-    rng = __import__("random").Random(SEED)
+    rng = random.Random(SEED)
     moved = {"colours": [], "shape": []}
     for x in world.sample_scenes(32, SEED, split="held-out"):
         y = world.variant(rng, world.variant(rng, x, "color"), "background")

@@ -42,7 +42,7 @@ class LayeredDraft(ModelMixin, ConfigMixin):
         super().__init__()
         self.trunk = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
                                          torch.nn.Linear(hidden, hidden), torch.nn.SiLU())
-        if split_mask:  # the mask's own trunk, on the embedding with the colour codes taken out (`mask_input`)
+        if split_mask:  # the mask's own trunk, on e @ mask_input: colour and background codes out
             self.mask_trunk = torch.nn.Sequential(torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU(),
                                                   torch.nn.Linear(hidden, hidden), torch.nn.SiLU())
             self.register_buffer("mask_input", torch.eye(embed_dim))  # set by `blind_mask_to` before fitting
