@@ -179,6 +179,28 @@ def test_the_drafts_mask_cannot_read_colour_or_background(mini):
     assert torch.stack(moved["colours"]).mean() < 0.5 * torch.stack(moved["shape"]).mean(), moved
 
 
+def test_the_priors_shape_cannot_depend_on_colour_or_background(mini):
+    """The shipped prior is split like the draft's mask: what the mask reads of its output (through the draft's
+    Q) is the same whatever colour and background codes are added to the input, while the shape words still
+    move it, so the prior has no (colour, shape, background) triple to snap a held-out scene onto."""
+    import torch.nn.functional as F
+
+    prior, draft = mini.image_decoder.prior, mini.image_decoder.draft
+    assert prior.config.split
+    q = draft.mask_input.float()
+    assert (prior.blind_input.float() - q).abs().max() < 1e-3  # the same codes taken out
+    gen = torch.Generator().manual_seed(SEED)
+    scenes = world.sample_scenes(16, SEED, split="held-out")
+    e = mini.encode_texts([world.caption(x) for x in scenes])
+    star = mini.encode_texts(["star"]) - mini.encode_texts(["circle"])
+    # any change in the span the prior's seeing half writes (colour and background codes), not renormalized
+    shift = 0.3 * F.normalize(torch.randn(16, e.shape[1], generator=gen) @ prior.seen_output.float(), dim=-1)
+    with torch.no_grad():
+        base, colours, shape = (F.normalize(prior(x) @ q, dim=-1) for x in (e, e + shift, e + star))
+    assert ((base * colours).sum(-1) > 0.999).all()
+    assert ((base * shape).sum(-1) < 0.99).all()
+
+
 def test_huge_images_are_refused_before_decoding(mini, tmp_path):
     from PIL import Image
 

@@ -91,17 +91,41 @@ class EmbeddingPrior(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, embed_dim: int = 128, hidden: int = 1024, layers: int = 3):
+    def __init__(self, embed_dim: int = 128, hidden: int = 1024, layers: int = 3, split: bool = False):
         super().__init__()
+        self.net = self._mlp(embed_dim, hidden, layers)
+        if split:  # a second net that cannot read colour and background; the first may write only those codes
+            self.blind_net = self._mlp(embed_dim, hidden, layers)
+            self.register_buffer("blind_input", torch.eye(embed_dim))  # both set by `split_at` before fitting
+            self.register_buffer("seen_output", torch.eye(embed_dim))
+
+    @staticmethod
+    def _mlp(embed_dim: int, hidden: int, layers: int) -> torch.nn.Sequential:
         mods = [torch.nn.Linear(embed_dim, hidden), torch.nn.SiLU()]
         for _ in range(layers - 1):
             mods += [torch.nn.Linear(hidden, hidden), torch.nn.SiLU()]
-        self.net = torch.nn.Sequential(*mods, torch.nn.Linear(hidden, embed_dim))
-        torch.nn.init.zeros_(self.net[-1].weight), torch.nn.init.zeros_(self.net[-1].bias)
+        net = torch.nn.Sequential(*mods, torch.nn.Linear(hidden, embed_dim))
+        torch.nn.init.zeros_(net[-1].weight), torch.nn.init.zeros_(net[-1].bias)
+        return net
+
+    def split_at(self, codes: torch.Tensor, rows: list[int]) -> None:
+        """Split the correction by the code rows `rows` of a linear code model `codes` (K, D): `blind_net` reads
+        e Q (Q = I - pinv(codes)[:, rows] codes[rows], as `LayeredDraft.blind_mask_to`: those codes out) and
+        `net`'s output is projected onto the span of codes[rows] (P = pinv(codes[rows]) codes[rows]), which Q
+        takes out again. So what a draft reading through Q sees of the output (shape, size, position) cannot
+        depend on those codes (colour, background): no held-out (colour, shape, background) to snap."""
+        m = codes.double()
+        self.blind_input.copy_((torch.eye(m.shape[1], dtype=torch.float64) - torch.linalg.pinv(m)[:, rows] @ m[rows])
+                               .to(self.blind_input))
+        self.seen_output.copy_((torch.linalg.pinv(m[rows]) @ m[rows]).to(self.seen_output))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        x = emb.to(self.dtype)
-        return F.normalize(x + self.net(x * self.config.embed_dim ** 0.5), dim=-1).to(emb.dtype)
+        x, scale = emb.to(self.dtype), self.config.embed_dim ** 0.5
+        if not self.config.split:
+            return F.normalize(x + self.net(x * scale), dim=-1).to(emb.dtype)
+        seen = self.net(x * scale) @ self.seen_output.to(x)
+        blind = self.blind_net((x @ self.blind_input.to(x)) * scale)
+        return F.normalize(x + seen + blind, dim=-1).to(emb.dtype)
 
 
 class DraftLatents(torch.nn.Module):
