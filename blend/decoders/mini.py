@@ -87,7 +87,10 @@ class EmbeddingPrior(ModelMixin, ConfigMixin):
     reads the wanted shape from it 99.6 % of the time on held-out scenes. This prior is deterministic (DALL-E 2's
     regression baseline, not its diffusion prior): a residual MLP, normalize(e + MLP(e)), fitted to the image
     embedding of the scene each training condition means (blend/train/prior.py). Its last layer starts at zero,
-    so it starts as the identity, and image embeddings pass nearly unchanged.
+    so it starts as the identity, and image embeddings pass nearly unchanged. `split` (the shipped prior): two
+    MLPs, split by `split_at` as the draft's mask is: one reads everything but writes only colour and background
+    codes, the other writes the rest without reading them; held-out slerp midpoints 0.925 -> 0.960 and partial
+    descriptions 0.930 -> 0.995 (README).
     """
 
     @register_to_config
