@@ -19,6 +19,13 @@ def upsample_matrix(n: int, size: int, align_corners: bool = False) -> torch.Ten
     return F.interpolate(eye, size=size, mode="linear", align_corners=align_corners)[:, 0, :].T.contiguous()
 
 
+def blind_projection(codes: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """(D, D) Q = I - pinv(codes)[:, rows] codes[rows] for a linear code model `codes` (K, D): e Q is e without what
+    the code rows `rows` add to it, an oblique projection (codes[rows] Q = 0, codes[j] Q = codes[j] otherwise)."""
+    m = codes.double()
+    return torch.eye(m.shape[1], dtype=torch.float64) - torch.linalg.pinv(m)[:, rows] @ m[rows]
+
+
 class LayeredDraft(ModelMixin, ConfigMixin):
     """An embedding drawn straight as a picture, (B, D) -> (B, 3, S, S) in [-1, 1]: two layers under a mask, lit.
 
@@ -58,9 +65,7 @@ class LayeredDraft(ModelMixin, ConfigMixin):
         """Let the mask trunk read the embedding without what the code rows `rows` of a linear code model
         `codes` (K, D) add to it: e Q with Q = I - pinv(codes)[:, rows] codes[rows], an oblique projection that
         removes exactly those codes (codes[rows] Q = 0) and leaves the other rows' codes (codes[j] Q = codes[j])."""
-        m = codes.double()
-        q = torch.eye(m.shape[1], dtype=torch.float64) - torch.linalg.pinv(m)[:, rows] @ m[rows]
-        self.mask_input.copy_(q.to(self.mask_input))
+        self.mask_input.copy_(blind_projection(codes, rows).to(self.mask_input))
 
     def forward(self, emb: torch.Tensor, hard: bool = False) -> torch.Tensor:
         c = self.config
@@ -118,8 +123,7 @@ class EmbeddingPrior(ModelMixin, ConfigMixin):
         takes out again. So what a draft reading through Q sees of the output (shape, size, position) cannot
         depend on those codes (colour, background): no held-out (colour, shape, background) to snap."""
         m = codes.double()
-        self.blind_input.copy_((torch.eye(m.shape[1], dtype=torch.float64) - torch.linalg.pinv(m)[:, rows] @ m[rows])
-                               .to(self.blind_input))
+        self.blind_input.copy_(blind_projection(codes, rows).to(self.blind_input))
         self.seen_output.copy_((torch.linalg.pinv(m[rows]) @ m[rows]).to(self.seen_output))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
