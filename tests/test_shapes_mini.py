@@ -230,3 +230,14 @@ def test_the_clip_is_an_open_clip_model_registered_by_name(mini):
     with torch.no_grad():
         t = torch.nn.functional.normalize(model.encode_text(tokenizer(["a red circle"])), dim=-1)
     assert torch.allclose(t, mini.encode_texts(["a red circle"], raw=True), atol=1e-5)
+
+
+def test_the_bundle_stays_small_and_safe():
+    """models/shapes-mini is well under 50 MB and holds weights only as safetensors (nothing to unpickle)."""
+    from pathlib import Path
+
+    root = Path(blend.__file__).resolve().parents[1] / "models" / "shapes-mini"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 50e6
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    assert any(p.suffix == ".safetensors" for p in files)
