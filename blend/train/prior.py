@@ -59,9 +59,9 @@ def warm_start_prior(prior: EmbeddingPrior, weights: Path) -> None:
     if not prior.config.split or any(k.startswith("blind_net.") for k in state):
         prior.load_state_dict(state)
         return
-    prior.net.load_state_dict({k[4:]: v for k, v in state.items()})
+    net = {k.removeprefix("net."): v for k, v in state.items()}
+    prior.net.load_state_dict(net)
     last = str(len(prior.net) - 1)
     rest = torch.eye(prior.config.embed_dim) - prior.seen_output
-    blind = {k[4:]: v for k, v in state.items()}
-    blind[f"{last}.weight"], blind[f"{last}.bias"] = rest @ blind[f"{last}.weight"], blind[f"{last}.bias"] @ rest
-    prior.blind_net.load_state_dict(blind)
+    prior.blind_net.load_state_dict({**net, f"{last}.weight": rest @ net[f"{last}.weight"],
+                                     f"{last}.bias": net[f"{last}.bias"] @ rest})
