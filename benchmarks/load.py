@@ -51,11 +51,6 @@ def rss_parts(pid: int) -> tuple[float, float]:
     return own, children
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server and its child processes (the model process), in MB."""
-    return sum(rss_parts(pid)) or float("nan")
-
-
 EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.png"))
 SWAPS = [("square", "circle"), ("star", "triangle"), ("red", "blue"), ("large", "small"), ("on the left", "on the right"),
          ("lit from above", "lit from below"), ("on a white background", "on a black background"), ("circle", "star")]
@@ -103,6 +98,45 @@ async def concurrent(url, clients, per_client, offset=0):
         return clients * per_client / (time.perf_counter() - t), lat, failures
 
 
+def slope(ts, xs) -> float:
+    """Least-squares slope of xs over ts (MB per minute when ts are minutes)."""
+    mt, mx = statistics.mean(ts), statistics.mean(xs)
+    var = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (x - mx) for t, x in zip(ts, xs)) / var if var else 0.0
+
+
+def soak(url, pid, clients, seconds):
+    """Rounds of `clients` concurrent requests for `seconds`, sampling the resident memory of the server
+    process and of its model process after each round; prints a line a minute and the trend of each part
+    (its least-squares slope over the second half: "flat" is a slope near zero there, after the warm-up rise)."""
+    t0, rounds, failed = time.perf_counter(), 0, 0
+    ts, parts = [0.0], [rss_parts(pid)]
+    print(f"soak start: server {parts[0][0]:.0f} MB, model process {parts[0][1]:.0f} MB", flush=True)
+    next_line = 60.0
+    while time.perf_counter() - t0 < seconds:
+        _, _, f = asyncio.run(concurrent(url, clients, 1, offset=10_000 + rounds * clients))
+        rounds += 1
+        failed += len(f)
+        ts.append(time.perf_counter() - t0)
+        parts.append(rss_parts(pid))
+        if f:
+            print(f"soak round {rounds}: {len(f)} failed {f[:5]}", flush=True)
+        if ts[-1] >= next_line:
+            print(f"  {ts[-1]:4.0f} s  {rounds * clients:6d} requests  server {parts[-1][0]:.0f} MB  "
+                  f"model process {parts[-1][1]:.0f} MB", flush=True)
+            next_line += 60.0
+    minutes = [t / 60 for t in ts]
+    total = [sum(p) for p in parts]
+    print(f"soak end: {ts[-1]:.0f} s, {rounds * clients} more requests ({failed} failed or lost); "
+          f"server + model process {total[0]:.0f} -> {total[-1]:.0f} MB (min {min(total):.0f}, max {max(total):.0f})")
+    half = len(ts) // 2
+    for i, who in enumerate(("server process", "model process", "both")):
+        xs = total if i == 2 else [p[i] for p in parts]
+        print(f"  {who:14s} {xs[0]:6.0f} -> {xs[-1]:6.0f} MB; half means {statistics.mean(xs[:half or 1]):.0f}/"
+              f"{statistics.mean(xs[half:]):.0f}; trend over the second half {slope(minutes[half:], xs[half:]):+.2f}"
+              f" MB/min (whole soak {slope(minutes, xs):+.2f})")
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -143,32 +177,13 @@ def main(argv=None):
               f"matmul peak {matmul_gflops():.1f} GFLOP/s (1024^2 fp32)")
         seq, lat1, f1 = asyncio.run(sequential(url, a.sequential))
         print(f"one at a time: {seq:.2f} req/s  p50 {pct(lat1, .5):.2f} s  p95 {pct(lat1, .95):.2f} s  failed {len(f1)}")
-        mem0 = rss_mb(server.pid)
         thr, lat, f = asyncio.run(concurrent(url, a.clients, a.requests))
         n = a.clients * a.requests
         print(f"{a.clients} clients x {a.requests}: {thr:.2f} req/s ({thr / seq:.1f}x one at a time)  "
-              f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
+              f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}",
+              flush=True)
         if a.soak:  # run it on an idle machine: other jobs' load changes the request rate, and so the memory
-            t0, rounds, failed, parts = time.perf_counter(), 0, 0, [rss_parts(server.pid)]
-            mem = [sum(parts[0])]
-            print(f"soak start: server RSS {mem[0]:.0f} MB")
-            while time.perf_counter() - t0 < a.soak:
-                _, l2, f2 = asyncio.run(concurrent(url, a.clients, 1, offset=10_000 + rounds * a.clients))
-                rounds += 1
-                failed += len(f2)
-                parts.append(rss_parts(server.pid))
-                mem.append(sum(parts[-1]))
-                if f2:
-                    print(f"soak round {rounds}: {len(f2)} failed {f2[:5]}")
-            minutes = (time.perf_counter() - t0) / 60
-            print(f"soak end: server RSS {mem[-1]:.0f} MB after {minutes * 60:.0f} s and {rounds * a.clients} more "
-                  f"requests ({failed} failed or lost); change {mem[-1] - mem[0]:+.0f} MB ({(mem[-1] - mem[0]) / minutes:+.1f}"
-                  f" MB/min); before load {mem0:.0f}, soak min {min(mem):.0f} max {max(mem):.0f}; first/second half "
-                  f"mean {statistics.mean(mem[:len(mem)//2 or 1]):.0f}/{statistics.mean(mem[len(mem)//2:]):.0f}")
-            for i, who in enumerate(("server process", "model process")):
-                xs = [pp[i] for pp in parts]
-                print(f"  {who}: {xs[0]:.0f} -> {xs[-1]:.0f} MB, first/second half mean "
-                      f"{statistics.mean(xs[:len(xs)//2 or 1]):.0f}/{statistics.mean(xs[len(xs)//2:]):.0f}")
+            soak(url, server.pid, a.clients, a.soak)
     finally:
         server.terminate()
         server.wait(30)

@@ -26,7 +26,7 @@ from .. import checks, store, tempfiles
 from ..directions import DirectionLibrary, blend_home, default_directions
 from ..images import DATA_URI, png_bytes
 from ..recipe import Recipe, Term, image_to_data_uri, run_recipe
-from . import auth
+from . import auth, native
 from .batcher import QueueFull, Unavailable
 from .config import ServeConfig
 from .engine import Engine
@@ -159,6 +159,8 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
     home = Path(home or blend_home())
     keys = auth.load_keys(cfg.keys, cfg.keys_file)
     metrics = Metrics(cfg.max_batch)
+    native.cap_arenas(cfg.malloc_arenas)  # before the batcher's and the thread pool's threads start
+    trimmer = native.Trimmer(cfg.malloc_trim_s)
     engine = Engine(blender, cfg, metrics)
     defaults = default_directions(blender.preset)
     removed = store.clean_orphans(home / "users", store.SAVE_GRACE_S)
@@ -168,9 +170,9 @@ def create_app(blender, demo=None, config: ServeConfig | None = None, home: str 
                                 extra=[lambda now: store.clean_orphans(home / "users", store.SAVE_GRACE_S, now)])
     app = FastAPI(title="blend", version="1", description="Cross-modal latent blending: encode, mix, decode.")
     app.state.engine, app.state.config, app.state.metrics, app.state.keys = engine, cfg, metrics, keys
-    app.state.janitor = janitor
-    app.router.on_startup.append(janitor.start)
-    app.router.on_shutdown.extend([engine.close, janitor.close])
+    app.state.janitor, app.state.trimmer = janitor, trimmer
+    app.router.on_startup.extend([janitor.start, trimmer.start])
+    app.router.on_shutdown.extend([engine.close, janitor.close, trimmer.close])
     api = APIRouter(prefix="/v1", responses=ERRORS)
 
     def library(request: Request) -> DirectionLibrary:

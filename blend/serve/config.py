@@ -30,6 +30,8 @@ class ServeConfig:
     keys: str = ""  # API keys: "key" or "user:key", comma-separated (BLEND_API_KEYS)
     keys_file: str = ""  # a file with one "user:key" (or key) a line (BLEND_API_KEYS_FILE)
     temp_max_age_s: float = 3600.0  # temp files (GIFs, downloads, uploads) untouched this long are removed
+    malloc_arenas: int = 2  # glibc malloc arenas for the server's threads (0: glibc's default, 8 per core)
+    malloc_trim_s: float = 10.0  # hand freed native memory back to the system this often (0: never)
 
     @classmethod
     def from_env(cls, **overrides) -> "ServeConfig":
