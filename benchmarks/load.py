@@ -5,7 +5,8 @@
                                                    # (on an idle machine: the issue's "memory flat" figure)
 
 Starts the server as a subprocess (REST API only, `blend serve` defaults: the model in a child process), prints
-throughput, p50/p95 latency, lost or failed requests, the resident memory of the server and its model process
+throughput, p50/p95 latency, lost or failed requests, the CPU time each process spent per request (read from
+/proc: where the cores go), the resident memory of the server and its model process
 over the soak, and the machine's matmul peak beside the timings. Request i is an example image with one word
 swapped (17 images x 8 swaps, each its own point and seed); `--same` sends the one README recipe every time.
 """
@@ -26,6 +27,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from blend.machine import matmul_peak_gflops as matmul_gflops  # noqa: E402  (ray_fault.py imports it from here)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_parts(pid: int) -> tuple[float, float, float]:
+    """CPU seconds (user + system) so far of this process (the clients), the server and its model process."""
+    def cpu(p):
+        f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / TICK
+    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return cpu(os.getpid()), cpu(pid), sum(cpu(k) for k in kids)
+
+
+def cpu_line(before, after, n: int, wall: float) -> str:
+    ms = [1000 * (b - a) / n for a, b in zip(before, after)]
+    return (f"  CPU per request: model process {ms[2]:.1f} ms, server {ms[1]:.1f} ms, clients {ms[0]:.1f} ms; "
+            f"cores busy {sum(ms) * n / 1000 / wall:.2f} of {os.cpu_count()}")
 
 
 def free_port() -> int:
@@ -175,13 +194,17 @@ def main(argv=None):
         asyncio.run(sequential(url, 2))  # warm up
         print(f"machine: {os.cpu_count()} CPU cores, torch {torch.get_num_threads()} threads, "
               f"matmul peak {matmul_gflops():.1f} GFLOP/s (1024^2 fp32)")
+        c0 = cpu_parts(server.pid)
         seq, lat1, f1 = asyncio.run(sequential(url, a.sequential))
+        c1 = cpu_parts(server.pid)
         print(f"one at a time: {seq:.2f} req/s  p50 {pct(lat1, .5):.2f} s  p95 {pct(lat1, .95):.2f} s  failed {len(f1)}")
+        print(cpu_line(c0, c1, a.sequential, a.sequential / seq))
         thr, lat, f = asyncio.run(concurrent(url, a.clients, a.requests))
         n = a.clients * a.requests
+        c2 = cpu_parts(server.pid)
         print(f"{a.clients} clients x {a.requests}: {thr:.2f} req/s ({thr / seq:.1f}x one at a time)  "
-              f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}",
-              flush=True)
+              f"p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  answered {len(lat)}/{n}  failed {len(f)}")
+        print(cpu_line(c1, c2, n, n / thr), flush=True)
         if a.soak:  # run it on an idle machine: other jobs' load changes the request rate, and so the memory
             soak(url, server.pid, a.clients, a.soak)
     finally:

@@ -242,3 +242,99 @@ def test_the_model_process_does_not_run_the_parents_script_again(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["128", "True"]  # the child answered; the parent's __file__ is back
     assert not mark.exists()
+
+
+class _Piped:
+    """A stand-in pipelined model (as the model process): `submit` returns at once and a reply is given only
+    when the test releases it; a batch with a bad row (row[0] < 0) fails whole."""
+
+    def __init__(self):
+        self.sent, self.replies, self.lock = [], [], threading.Lock()
+        self.unanswered = self.most_unanswered = 0
+
+    def submit(self, method, emb):
+        from concurrent.futures import Future
+        f = Future()
+        with self.lock:
+            self.sent.append(len(emb))
+            self.unanswered += 1
+            self.most_unanswered = max(self.most_unanswered, self.unanswered)
+            self.replies.append((f, emb))
+        return f
+
+    def answer_one(self):
+        with self.lock:
+            f, emb = self.replies.pop(0)
+            self.unanswered -= 1
+        if (emb[:, 0] < 0).any():
+            f.set_exception(ValueError("embeddings: a bad row"))
+        else:
+            f.set_result(([f"row {float(r[1]):g}" for r in emb], 0.001))
+
+    def decode_texts(self, emb):  # a row alone, after its batch failed
+        f = self.submit("decode_texts", emb)
+        self.answer_one()
+        return f.result()[0]
+
+
+def test_a_pipelined_model_gets_the_next_batch_before_the_last_is_answered_and_never_more_than_two():
+    import time
+
+    from blend.serve.batcher import Batcher
+
+    model = _Piped()
+    b = Batcher(model, max_batch=2, wait_ms=0)
+    assert b.pipelined
+    rows = {i: torch.tensor([[-1.0 if i == 5 else 1.0, float(i)]]) for i in range(8)}
+    out = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, _try(lambda: b.run("text", rows[i])[0])))
+               for i in range(8)]
+    try:
+        [t.start() for t in threads]
+        deadline = time.monotonic() + 10
+        while len(model.sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # time enough for a third batch to be sent, were that allowed
+        assert len(model.sent) == 2 and model.most_unanswered == 2  # two in flight, none answered yet
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline + 20:
+            if model.replies:
+                model.answer_one()
+            time.sleep(0.005)
+    finally:
+        b.close()
+    assert model.most_unanswered == 2
+    assert isinstance(out[5], ValueError)  # the bad row fails its own caller only
+    assert {i: out[i] for i in range(8) if i != 5} == {i: f"row {i}" for i in range(8) if i != 5}
+
+
+def _try(fn):
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - the test looks at it
+        return e
+
+
+def test_the_model_process_answers_calls_in_flight_in_order_and_none_is_lost_when_it_dies(mini):
+    import os
+    import signal
+
+    from blend import world
+    from blend.serve.batcher import Unavailable
+    from blend.serve.worker import ModelProcess
+
+    caps = [world.caption(s) for s in world.sample_scenes(6, seed=3)]
+    want = mini.encode_texts(caps)
+    p = ModelProcess(mini, threads=1)
+    try:
+        futures = [p.submit("encode_texts", [c]) for c in caps]  # all sent before any reply is read
+        for f, w in zip(futures, want):
+            assert torch.allclose(f.result(60)[0][0], w, atol=1e-5)
+        emb = want.repeat(3, 1)
+        futures = [p.submit("decode_images", emb, seed=list(range(18))) for _ in range(4)]
+        os.kill(p.pid, signal.SIGKILL)
+        for f in futures:  # each answered, or told the process stopped: none waits for ever
+            assert f.exception(60) is None or isinstance(f.exception(), Unavailable)
+        assert torch.allclose(p.encode_texts(caps[:1])[0], want[0], atol=1e-5)  # a new child took the call
+        assert p.starts == 2
+    finally:
+        p.close()

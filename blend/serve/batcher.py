@@ -3,9 +3,10 @@
 Four kinds of work queue here, one row each: decoding an embedding to an image ("image", with its own seed),
 decoding an embedding to a sentence ("text"), and encoding an image or a text ("encode_image",
 "encode_text"). Rows batch only with rows of the same kind and settings (steps, options). One thread makes
-every model call, so a local model needs no lock, and no row's output depends on its batch: the mini decoder
-draws each row's start noise from the row's own seed, greedy sentence decoding is row by row the same in a
-batch, and encoders see each row alone.
+every model call, so a local model needs no lock; the model process, which works through its calls in order,
+is sent the next batch while it works on the last (at most two in flight). No row's output depends on its
+batch: the mini decoder draws each row's start noise from the row's own seed, greedy sentence decoding is row
+by row the same in a batch, and encoders see each row alone.
 
 The batcher waits up to `wait_ms` for a batch to fill, but only while some request that could still add a
 row is running: when every request in flight (`Batcher.working`) is already waiting on queued rows, waiting
@@ -42,6 +43,7 @@ class _Job:
     key: tuple  # (kind, steps, options): rows batch together only when their keys are equal
     options: dict
     future: Future = field(default_factory=Future)
+    alone: bool = False  # its batch failed: decoded again by itself
 
 
 class Batcher:
@@ -54,6 +56,10 @@ class Batcher:
         self._waiting = 0  # blocking calls waiting on their rows
         self.batches = self.rows = 0  # model calls made, and the rows they took
         self.on_encoded = None  # called with (images, (N, D) embeddings) where the model gives both at once
+        # a model that takes calls without waiting for their answers (the model process: `submit`) gets the next
+        # batch while it works on this one, at most `in_flight` batches unanswered
+        self.pipelined = callable(getattr(blender, "submit", None))
+        self.in_flight = threading.BoundedSemaphore(2)
         # one worker for every kind: a thread per model was measured no faster on 2 cores (the Python side of
         # small torch calls holds the GIL), and one thread never calls a model from two threads at once
         self._lane = _Lane(self)
@@ -121,21 +127,29 @@ class Batcher:
         Unknown (nobody marks requests, as with direct use of the batcher): assume so."""
         return self._working == 0 or self._waiting < self._working
 
-    def call(self, batch: list[_Job]) -> list:
-        """The model call for one batch of one key -> one output per row."""
-        kind, b = batch[0].key[0], self.blender
+    def plan(self, batch: list[_Job]):
+        """The model call for one batch of one key: (method, args, kwargs, finish), where finish turns the
+        method's output into one output per row."""
+        kind = batch[0].key[0]
         if kind == "image":
             emb, seeds = torch.stack([j.item for j in batch]), [j.seed for j in batch]
-            if self.on_encoded is not None and hasattr(b, "decode_and_encode"):
-                images, embedded = b.decode_and_encode(emb, seed=seeds, **batch[0].options)
-                self.on_encoded(images, embedded)
-                return images
-            return b.decode_images(emb, seed=seeds, **batch[0].options)
+            if self.on_encoded is not None and hasattr(self.blender, "decode_and_encode"):
+                def finish(out):
+                    images, embedded = out
+                    self.on_encoded(images, embedded)
+                    return images
+                return "decode_and_encode", (emb,), {"seed": seeds, **batch[0].options}, finish
+            return "decode_images", (emb,), {"seed": seeds, **batch[0].options}, list
         if kind == "text":
-            return b.decode_texts(torch.stack([j.item for j in batch]))
+            return "decode_texts", (torch.stack([j.item for j in batch]),), {}, list
         if kind == "encode_image":
-            return list(b.encode_images([j.item for j in batch]))
-        return list(b.encode_texts([j.item for j in batch], **batch[0].options))
+            return "encode_images", ([j.item for j in batch],), {}, list
+        return "encode_texts", ([j.item for j in batch],), dict(batch[0].options), list
+
+    def call(self, batch: list[_Job]) -> list:
+        """The model call for one batch of one key, made here -> one output per row."""
+        method, args, kwargs, finish = self.plan(batch)
+        return finish(getattr(self.blender, method)(*args, **kwargs))
 
     def done(self, batch: list[_Job], seconds: float) -> None:
         self.batches += 1
@@ -191,10 +205,13 @@ class _Lane:
         first = self._take(0.2)
         if first is None:
             return
+        if first.alone:
+            self._alone(first)
+            return
         batch.append(first)
         deadline, others = time.monotonic() + b.wait, []
         for j in list(self.held):  # rows held back from earlier batches come first
-            if len(batch) < b.max_batch and j.key == first.key:
+            if len(batch) < b.max_batch and j.key == first.key and not j.alone:
                 batch.append(j)
                 self.held.remove(j)
         while len(batch) < b.max_batch:
@@ -206,13 +223,16 @@ class _Lane:
                 if not wait:
                     break
                 continue
-            (batch if job.key == first.key else others).append(job)
+            (batch if job.key == first.key and not job.alone else others).append(job)
         self.held = others + self.held
         self._decode(batch)
 
     def _decode(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not batch:
+            return
+        if self.b.pipelined:
+            self._send(batch)
             return
         t = time.perf_counter()
         try:
@@ -225,6 +245,40 @@ class _Lane:
             else:
                 batch[0].future.set_exception(e)
         self.b.done(batch, time.perf_counter() - t)
+
+    def _send(self, batch: list[_Job]) -> None:
+        """Hand the batch to a pipelined model and go on; its rows are answered when the reply comes."""
+        method, args, kwargs, finish = self.b.plan(batch)
+        self.b.in_flight.acquire()  # while the model has two batches, rows gather for the next one
+        try:
+            reply = self.b.blender.submit(method, *args, **kwargs)
+        except BaseException as e:  # no model to send to (a new child did not start): these rows hear why
+            self.b.in_flight.release()
+            for j in batch:
+                j.future.set_exception(e)
+            return
+        reply.add_done_callback(lambda f: self._answered(batch, finish, f))
+
+    def _answered(self, batch: list[_Job], finish, reply: Future) -> None:
+        """A pipelined batch's reply (in the thread that read it): each row's output, or its error; a failed
+        batch of several rows goes back to the queue a row at a time, as `_decode` does."""
+        try:
+            try:
+                out, seconds = reply.result()
+                outs = finish(out)
+            except BaseException as e:
+                if len(batch) > 1:
+                    for j in batch:
+                        j.alone = True
+                        self.q.put(j)
+                else:
+                    batch[0].future.set_exception(e)
+                return
+            for j, o in zip(batch, outs):
+                j.future.set_result(o)
+            self.b.done(batch, seconds)
+        finally:
+            self.b.in_flight.release()
 
     def _alone(self, job: _Job) -> None:
         if job.future.done():

@@ -3,11 +3,11 @@
 In one process, every small torch call of the sentence decoder gives up the GIL and then waits for it again
 while the event loop parses and answers requests: under load on 2 CPU cores a batch of 25 sentences took
 75 ms against 30 ms alone (benchmarks/load.py). `ModelProcess` loads the same preset in a child process and
-answers the batcher's four calls (decode_images, decode_texts, encode_images, encode_texts) there, one batch
-per round trip over a pipe. Tensors cross as numpy arrays (plain pickles, no shared-memory handles), PIL
+answers the batcher's calls (decode_images, decode_and_encode, decode_texts, encode_images, encode_texts)
+there, in the order they come over a pipe; the child's replies carry the seconds it spent on each call. Tensors cross as numpy arrays (plain pickles, no shared-memory handles), PIL
 images and strings as themselves.
 
-If the child dies, the batch in flight fails with `Unavailable` (503 with Retry-After) and the next call
+If the child dies, the calls in flight fail with `Unavailable` (503 with Retry-After) and the next call
 starts a new child; `ready()` says so meanwhile. A ValueError in the child comes back as a ValueError.
 """
 from __future__ import annotations
@@ -17,6 +17,9 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +95,7 @@ def _child(conn, preset: dict, device: str, threads: int | None) -> None:
         if msg is None:
             return
         call, args, kwargs = msg
+        start = time.perf_counter()
         try:
             if call not in CALLS:
                 raise ValueError(f"call: one of {', '.join(CALLS)}, got {call!r}")
@@ -100,13 +104,18 @@ def _child(conn, preset: dict, device: str, threads: int | None) -> None:
                 out = (images, b.encode_images(images))
             else:
                 out = getattr(b, call)(*_from_wire(args), **kwargs)
-            conn.send(("ok", _to_wire(out)))
+            conn.send(("ok", _to_wire(out), time.perf_counter() - start))
         except Exception as e:  # noqa: BLE001 - the caller's request hears about it; the child lives on
-            conn.send(("error", (type(e).__name__, str(e))))
+            conn.send(("error", (type(e).__name__, str(e)), time.perf_counter() - start))
 
 
 class ModelProcess:
     """A Blender's model calls, made in a child process that loaded the same preset (see the module docstring).
+
+    `submit` sends a call and returns at once, so the next batch can wait in the pipe while the child works on
+    this one (the batcher keeps two in flight: the child never waits for the server to read a reply and send
+    the next call); replies come back in order, read by a thread of their own. The blocking calls
+    (decode_images, ...) are `submit(...).result()`.
 
     Args:
         blender: the serving process's Blender (its preset and device are what the child loads).
@@ -122,8 +131,9 @@ class ModelProcess:
             threads = max(1, (os.cpu_count() or 2) - 1)
         self.threads, self.start_timeout = threads, start_timeout
         self._ctx = mp.get_context("spawn")  # no fork of a process that holds torch's threads
-        self._lock = threading.Lock()  # one round trip at a time
+        self._lock = threading.Lock()  # sending, and starting a child
         self._proc = self._conn = None
+        self._pending: deque[Future] = deque()  # the calls sent to this child, in order, not yet answered
         self.starts = 0
         with self._lock:
             self._start()
@@ -146,8 +156,29 @@ class ModelProcess:
         if status != "ready":
             proc.join(5)
             raise RuntimeError(value[1])
-        self._proc, self._conn = proc, parent
+        self._proc, self._conn, self._pending = proc, parent, deque()
+        threading.Thread(target=self._read, args=(parent, self._pending), name="blend-model-replies",
+                         daemon=True).start()
         self.starts += 1
+
+    def _read(self, conn, pending: deque) -> None:
+        """Answer this child's calls in the order they were sent; when it dies, fail the ones still waiting."""
+        while True:
+            try:
+                status, value, seconds = conn.recv()
+            except (EOFError, OSError, TypeError, ValueError):
+                break
+            if not pending:
+                continue
+            future = pending.popleft()
+            if status == "ok":
+                future.set_result((_from_wire(value), seconds))
+            else:
+                kind, message = value
+                future.set_exception((ValueError if kind == "ValueError" else RuntimeError)(message))
+        while pending:
+            pending.popleft().set_exception(
+                Unavailable("the model process stopped; a new one starts with the next request"))
 
     @property
     def pid(self) -> int | None:
@@ -166,23 +197,29 @@ class ModelProcess:
             self._lost()
             self._start()
 
-    def _call(self, call: str, *args, **kwargs):
+    def submit(self, call: str, *args, **kwargs) -> Future:
+        """Send one call now; the Future gets (its output, the seconds the child spent on it), or the child's
+        ValueError / RuntimeError, or Unavailable when the child dies before answering."""
+        future: Future = Future()
         with self._lock:
             self._restart_if_dead()  # a new child for this call (the batch that met the dead one got a 503)
+            self._pending.append(future)  # before sending: the reply may come before send() returns
             try:
                 self._conn.send((call, _to_wire(args), kwargs))
-                status, value = self._conn.recv()
             except (EOFError, OSError) as e:
                 self._lost()
-                raise Unavailable("the model process stopped; a new one starts with the next request") from e
-        if status == "error":
-            kind, message = value
-            raise (ValueError if kind == "ValueError" else RuntimeError)(message)
-        return _from_wire(value)
+                if not future.done():
+                    lost = Unavailable("the model process stopped; a new one starts with the next request")
+                    lost.__cause__ = e
+                    future.set_exception(lost)
+        return future
 
-    def _lost(self) -> None:
+    def _call(self, call: str, *args, **kwargs):
+        return self.submit(call, *args, **kwargs).result()[0]
+
+    def _lost(self) -> None:  # holding the lock
         if self._conn is not None:
-            self._conn.close()
+            self._conn.close()  # the reader thread then fails what this child had not answered
         if self._proc is not None:
             self._proc.join(1)
         self._proc = self._conn = None
