@@ -37,8 +37,7 @@ def cpu_parts(pid: int) -> tuple[float, float, float]:
     def cpu(p):
         f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(f[11]) + int(f[12])) / TICK
-    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-    return cpu(os.getpid()), cpu(pid), sum(cpu(k) for k in kids)
+    return cpu(os.getpid()), cpu(pid), sum(cpu(k) for k in children(pid))
 
 
 def cpu_line(before, after, n: int, wall: float) -> str:
@@ -53,6 +52,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (of all its threads), from /proc."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
 def rss_parts(pid: int) -> tuple[float, float]:
     """Resident memory, in MB, of the server process and of its child processes (the model process)."""
     own, children, todo = 0.0, 0.0, [(pid, True)]
@@ -63,8 +67,7 @@ def rss_parts(pid: int) -> tuple[float, float]:
                 if line.startswith("VmRSS:"):
                     mb = int(line.split()[1]) / 1024
                     own, children = (own + mb, children) if top else (own, children + mb)
-            for t in Path(f"/proc/{p}/task").iterdir():
-                todo += [(int(c), False) for c in (t / "children").read_text().split()]
+            todo += [(c, False) for c in children(p)]
         except (FileNotFoundError, ProcessLookupError):
             continue
     return own, children

@@ -7,7 +7,7 @@ server's resident memory kept rising about 1 MB/min while Python's own heap did 
 `cap_arenas` limits the arenas (as MALLOC_ARENA_MAX does, but settable after start), and `Trimmer` calls
 `malloc_trim(0)` every few seconds, which returns the free pages of every arena to the system.
 
-Elsewhere than glibc (macOS, musl) both are no-ops and say so.
+Elsewhere than glibc (macOS, musl) both are no-ops (`cap_arenas` returns False, the trimmer logs it).
 """
 from __future__ import annotations
 
